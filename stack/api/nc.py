@@ -1,0 +1,371 @@
+"""`mpstack nc`: netcat over the userspace stack.
+
+    mpstack nc [--iface NAME,ADDR/PLEN[,gw=GW]]... [--no-mptcp] [--stats FILE]
+               [--pcap FILE] HOST PORT
+    mpstack nc -l [--keep] [--iface ...] PORT
+
+Connects (or accepts one connection; `--keep` for several in turn), copies
+standard input to the connection and half-closes it at EOF, and copies what
+arrives to standard output. The two directions are independent: receiving
+goes on after our half-close and sending after the peer's. The exit status is
+0 only once everything we sent is acknowledged and the peer's FIN has
+arrived; otherwise a one-line error goes to standard error and the status is
+1 (2 for bad arguments).
+
+`--stats FILE` writes a JSON summary at exit; `--pcap FILE` records every
+packet the stack sends or receives (raw IP link type; super-segments are
+recorded whole, as the TUN device carries them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+SHUT_WR = 1  # socket.SHUT_WR
+CHUNK = 256 * 1024
+DEFAULT_IFACE_HINT = "NAME,ADDR/PLEN[,ADDR/PLEN][,gw=GW]"
+
+
+class NcError(Exception):
+    """A failure reported as one line on standard error."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.usage = ("%(prog)s [--iface NAME,ADDR/PLEN[,gw=GW]]... [--no-mptcp] [--stats FILE] "
+                    "[--pcap FILE] [options] HOST PORT\n"
+                    "       %(prog)s -l [--keep] [--iface ...] [options] [ADDR] PORT")
+    parser.add_argument("--iface", action="append", default=[], metavar=DEFAULT_IFACE_HINT,
+                        help="a TUN interface and the stack's own address(es) on it "
+                             "(repeatable; the device is created if it does not exist)")
+    parser.add_argument("--no-mptcp", action="store_true",
+                        help="plain TCP (the only mode until MPTCP lands)")
+    parser.add_argument("--stats", metavar="FILE", help="write a JSON summary at exit")
+    parser.add_argument("--pcap", metavar="FILE",
+                        help="record every packet sent or received (pcap, raw IP)")
+    parser.add_argument("-l", "--listen", action="store_true",
+                        help="accept a connection on PORT instead of connecting")
+    parser.add_argument("--keep", action="store_true",
+                        help="with -l: accept further connections, one at a time")
+    off = parser.add_mutually_exclusive_group()
+    off.add_argument("--offload", dest="offload", action="store_true", default=True,
+                     help="use TUN offloads (vnet header, TSO, checksum; default)")
+    off.add_argument("--no-offload", dest="offload", action="store_false",
+                     help="plain TUN packets, no offloads")
+    parser.add_argument("--netns", metavar="NAME",
+                        help="open the TUN devices inside this network namespace")
+    parser.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="give up connecting after this long (default 10)")
+    parser.add_argument("--linger", type=float, default=30.0, metavar="SECONDS",
+                        help="how long to wait at the end for our data to be "
+                             "acknowledged and the peer's FIN (default 30)")
+    parser.add_argument("args", nargs="+", metavar="ARG",
+                        help="HOST PORT to connect to, or [ADDR] PORT to listen on with -l")
+
+
+def _parse_target(args: argparse.Namespace) -> tuple[str | None, int]:
+    rest = args.args
+    if args.listen:
+        if len(rest) == 1:
+            host, port = None, rest[0]
+        elif len(rest) == 2:
+            host, port = rest
+        else:
+            raise NcError("-l takes [ADDR] PORT")
+    else:
+        if len(rest) != 2:
+            raise NcError("expected HOST PORT")
+        host, port = rest
+        if args.keep:
+            raise NcError("--keep needs -l")
+    try:
+        p = int(port)
+    except ValueError:
+        raise NcError(f"bad port {port!r}") from None
+    if not 0 < p < 65536:
+        raise NcError(f"bad port {port!r}")
+    return host, p
+
+
+def _family_of(host_addr: str) -> int:
+    import socket as std
+
+    try:
+        ip = ipaddress.ip_address(host_addr)
+    except ValueError:
+        infos = std.getaddrinfo(host_addr, None, 0, std.SOCK_STREAM)
+        if not infos:
+            raise NcError(f"cannot resolve {host_addr}") from None
+        return infos[0][0]
+    return std.AF_INET if ip.version == 4 else std.AF_INET6
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    ip = ipaddress.ip_address(text)
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _endpoint(addr: tuple[Any, ...]) -> str:
+    ip = _ip(addr[0])
+    return f"[{ip}]:{addr[1]}" if ip.version == 6 else f"{ip}:{addr[1]}"
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno).lower()
+    return str(exc) or type(exc).__name__
+
+
+class Session:
+    """One connection: two copying threads and the final accounting."""
+
+    def __init__(self, sock: Any, stdin_fd: int | None, stdout_fd: int) -> None:
+        self.sock = sock
+        self.stdin_fd = stdin_fd
+        self.stdout_fd = stdout_fd
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.errors: list[str] = []
+        self.started = time.monotonic()
+        self.ended = self.started
+        self.local = sock.getsockname()
+        self.remote = sock.getpeername()
+
+    def _send_loop(self) -> None:
+        sock = self.sock
+        try:
+            if self.stdin_fd is not None:
+                while True:
+                    try:
+                        data = os.read(self.stdin_fd, CHUNK)
+                    except InterruptedError:
+                        continue
+                    if not data:
+                        break
+                    sock.sendall(data)
+                    self.bytes_sent += len(data)
+            sock.shutdown(SHUT_WR)  # half-close at EOF
+        except OSError as exc:
+            self.errors.append(f"send: {_describe(exc)}")
+
+    def _recv_loop(self) -> None:
+        sock, out = self.sock, self.stdout_fd
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        try:
+            while True:
+                n = sock.recv_into(buf)
+                if not n:
+                    break
+                self.bytes_received += n
+                done = 0
+                while done < n:
+                    done += os.write(out, view[done:n])
+        except OSError as exc:
+            self.errors.append(f"receive: {_describe(exc)}")
+
+    def run(self, linger: float) -> bool:
+        sock = self.sock
+        sock.settimeout(None)
+        threads = [threading.Thread(target=self._send_loop, name="nc-send", daemon=True),
+                   threading.Thread(target=self._recv_loop, name="nc-recv", daemon=True)]
+        for t in threads:
+            t.start()
+        # The receiver ends at the peer's FIN (or an error); the sender at stdin EOF.
+        threads[1].join()
+        if threads[0].is_alive() and self.errors:
+            sock.close()  # the connection failed: stop reading stdin for it
+        threads[0].join()
+        ok = not self.errors and sock.wait_closed(linger)
+        if not self.errors and not ok:
+            conn = sock.connection
+            if conn is not None and conn.error:
+                self.errors.append(_describe(OSError(conn.error, "")))
+            elif conn is not None and not conn.all_acked:
+                self.errors.append("data not acknowledged by the peer")
+            else:
+                self.errors.append("no FIN from the peer")
+        self.ended = time.monotonic()
+        self.info = sock.tcp_info()
+        sock.close()
+        return not self.errors
+
+    def summary(self) -> dict[str, Any]:
+        info = getattr(self, "info", {})
+        return {
+            "local": _endpoint(self.local),
+            "remote": _endpoint(self.remote),
+            "local_address": str(_ip(self.local[0])),
+            "local_port": self.local[1],
+            "remote_address": str(_ip(self.remote[0])),
+            "remote_port": self.remote[1],
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "duration": round(self.ended - self.started, 6),
+            "ok": not self.errors,
+            "error": "; ".join(self.errors) or None,
+            "tcp": {k: v for k, v in info.items()
+                    if isinstance(v, int | float | str | bool) or v is None},
+        }
+
+
+def _open_pcap(path: str) -> tuple[Any, Any]:
+    from stack.trace.pcap import PcapWriter
+
+    writer = PcapWriter(path)
+
+    def tap(_direction: str, _iface: str, packet: bytes, _gso: int) -> None:
+        writer.write(bytes(packet), time.time())
+
+    return writer, tap
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.time()
+    stats: dict[str, Any] = {"mode": "listen" if args.listen else "connect",
+                             "mptcp": False, "started": started}
+    sessions: list[Session] = []
+    status = 1
+    host = writer = None
+    try:
+        target, port = _parse_target(args)
+        if not args.iface:
+            raise NcError("at least one --iface NAME,ADDR/PLEN is needed")
+        from stack.api.host import Host
+
+        tap = None
+        if args.pcap:
+            writer, tap = _open_pcap(args.pcap)
+        try:
+            host = Host.tun(*args.iface, offload=args.offload, netns=args.netns, tap=tap)
+        except ValueError as exc:
+            raise NcError(str(exc)) from None
+        except OSError as exc:
+            raise NcError(f"cannot open TUN device: {_describe(exc)}") from None
+        stats["offload"] = host.offload
+        stdin_fd: int | None = sys.stdin.fileno() if sys.stdin is not None else None
+        stdout_fd = sys.stdout.fileno()
+        if args.listen:
+            status = _serve(host, target, port, args, stdin_fd, stdout_fd, sessions)
+        else:
+            status = _connect(host, target or "", port, args, stdin_fd, stdout_fd, sessions)
+    except NcError as exc:
+        print(f"mpstack nc: {exc}", file=sys.stderr)
+        stats["error"] = str(exc)
+        status = 2 if "expected" in str(exc) or "bad port" in str(exc) else 1
+    except KeyboardInterrupt:
+        stats["error"] = "interrupted"
+        status = 1 if not sessions or not args.keep else _keep_status(sessions)
+    finally:
+        if host is not None:
+            host.close(timeout=2.0)
+        if writer is not None:
+            writer.close()
+        if args.stats:
+            _write_stats(args.stats, stats, sessions, status, started)
+    return status
+
+
+def _keep_status(sessions: list[Session]) -> int:
+    return 0 if all(not s.errors for s in sessions) else 1
+
+
+def _connect(host: Any, target: str, port: int, args: argparse.Namespace,
+             stdin_fd: int | None, stdout_fd: int, sessions: list[Session]) -> int:
+    family = _family_of(target)
+    sock = host.socket(family)
+    sock.settimeout(args.connect_timeout)
+    try:
+        sock.connect((target, port))
+    except OSError as exc:
+        sock.close()
+        raise NcError(f"connect to {target} port {port}: {_describe(exc)}") from None
+    session = Session(sock, stdin_fd, stdout_fd)
+    sessions.append(session)
+    if not session.run(args.linger):
+        raise NcError(f"{session.summary()['remote']}: {session.summary()['error']}")
+    return 0
+
+
+def _serve(host: Any, target: str | None, port: int, args: argparse.Namespace,
+           stdin_fd: int | None, stdout_fd: int, sessions: list[Session]) -> int:
+    import socket as std
+
+    family = _family_of(target) if target else std.AF_INET6
+    lsock = host.socket(family)
+    try:
+        lsock.bind((target or "", port))
+        lsock.listen(1 if not args.keep else 16)
+    except OSError as exc:
+        raise NcError(f"listen on port {port}: {_describe(exc)}") from None
+    if args.keep and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+    while True:
+        conn, _peer = lsock.accept()
+        session = Session(conn, stdin_fd, stdout_fd)
+        sessions.append(session)
+        ok = session.run(args.linger)
+        stdin_fd = None  # stdin belongs to the first connection only
+        if not args.keep:
+            lsock.close()
+            if not ok:
+                raise NcError(f"{session.summary()['remote']}: {session.summary()['error']}")
+            return 0
+        if not ok:
+            print(f"mpstack nc: {session.summary()['remote']}: {session.summary()['error']}",
+                  file=sys.stderr)
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _write_stats(path: str, stats: dict[str, Any], sessions: list[Session], status: int,
+                 started: float) -> None:
+    conns = [s.summary() for s in sessions]
+    stats.update({
+        "exit_status": status,
+        "duration": round(time.time() - started, 6),
+        "bytes_sent": sum(c["bytes_sent"] for c in conns),
+        "bytes_received": sum(c["bytes_received"] for c in conns),
+        "connections": conns,
+    })
+    if conns:
+        first = conns[0]
+        for key in ("local", "remote", "local_address", "local_port", "remote_address",
+                    "remote_port"):
+            stats[key] = first[key]
+        stats["duration"] = round(sum(c["duration"] for c in conns), 6)
+        stats.setdefault("error", first["error"])
+    stats.setdefault("error", None)
+    stats.setdefault("offload", None)
+    try:
+        with open(path, "w") as fh:
+            json.dump(stats, fh, indent=2)
+            fh.write("\n")
+    except OSError as exc:
+        print(f"mpstack nc: cannot write stats {path}: {_describe(exc)}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mpstack nc", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+__all__ = ["add_arguments", "run", "main"]

@@ -1,0 +1,279 @@
+"""MP_CAPABLE v1 and MP_JOIN handshakes (RFC 8684 §3.1, §3.2), replaying the
+exact bytes of kernel-2subflows.pcap and the probe results of
+linux-mptcp-v1.md §5, plus the handshake rows of the fallback table (§2.2)."""
+
+from __future__ import annotations
+
+import pytest
+
+from stack.mptcp.fallback import RST_EMPTCP, RST_EPROHIBIT, Action, Context, Situation, decide
+from stack.mptcp.handshake import (
+    JoinHold,
+    JoinInitiator,
+    JoinResponder,
+    MpcClient,
+    MpcServer,
+    options_bytes,
+    parse_options,
+)
+from stack.mptcp.keys import key_material
+from stack.mptcp.mapping import Mapping
+from stack.wire.mptcp import Dss, MpCapable, MpJoin, parse_mptcp
+
+H = bytes.fromhex
+CKEY, SKEY = 0x0EAE836AAE29D673, 0xDFEFE678E0D6D2AD  # kernel-2subflows.pcap
+SYN = H("1e040101")
+SYNACK = H("1e0c0101dfefe678e0d6d2ad")
+THIRD = H("1e1401010eae836aae29d673dfefe678e0d6d2ad")
+ADD_ADDR = H("1e103001c6120202d6a3917808f8b7dd")
+ECHO = H("1e083101c6120202")
+J_SYN = H("1e0c10019e8a24913403d5b4")
+J_SYNACK = H("1e101001dd592f127197122d1d6d0315")
+J_ACK = H("1e181000028a62e8dd3deae1593341ef4a959ce6935dd101")
+J_4TH = H("1e08200118c4f937")
+R_A, R_B = 0x3403D5B4, 0x1D6D0315
+
+
+class Script:
+    def __init__(self, *values: int) -> None:
+        self.values = list(values)
+
+    def getrandbits(self, k: int) -> int:
+        return self.values.pop(0)
+
+
+def client() -> MpcClient:
+    return MpcClient(key_material(CKEY))
+
+
+def server() -> MpcServer:
+    s = MpcServer.from_syn(key_material(SKEY), [SYN])
+    assert s is not None
+    return s
+
+
+# -- MP_CAPABLE, client ------------------------------------------------------
+
+
+def test_client_handshake_bytes_are_the_kernels():
+    c = client()
+    assert c.syn_option().emit() == SYN
+    assert c.on_synack([SYNACK]) and c.remote.key == SKEY and not c.csum
+    assert c.third_ack_option().emit() == THIRD
+    assert c.mptcp and not c.fully_established
+
+
+@pytest.mark.parametrize("opt", [
+    None,  # options stripped by a middlebox
+    H("1e0c0100dfefe678e0d6d2ad"),  # H clear
+    H("1e0c0141dfefe678e0d6d2ad"),  # B set
+    H("1e0c0103dfefe678e0d6d2ad"),  # reserved crypto bit G
+    H("1e0c0001dfefe678e0d6d2ad"),  # version 0
+    H("1e040101"),  # wrong length for a SYN/ACK
+    H("1e0c01"),  # malformed: "not there"
+])
+def test_client_falls_back_on_a_bad_synack(opt):
+    c = client()
+    assert not c.on_synack([] if opt is None else [opt])
+    assert c.fallback is Situation.SYNACK_WITHOUT_MPC and not c.mptcp
+    assert decide(c.fallback).action is Action.FALLBACK
+
+
+def test_mp_capable_only_counts_as_the_first_mptcp_option():
+    c = client()
+    assert not c.on_synack([H("1e08200100000001"), SYNACK])
+
+
+def test_checksum_is_on_when_either_side_asks():
+    c = MpcClient(key_material(CKEY), want_csum=True)
+    assert c.syn_option().emit() == H("1e040181")
+    c.on_synack([SYNACK])  # the kernel answers 0x01 even to A
+    assert c.csum and c.third_ack_option().flags == 0x81
+    c2 = client()
+    c2.on_synack([H("1e0c0181dfefe678e0d6d2ad")])
+    assert c2.csum and c2.third_ack_option().emit()[3] == 0x81
+
+
+def test_client_sends_mpc_with_data_until_fully_established():
+    # kernel-1subflow.pcap: "1e16 0101 a5295039fd7c40a7 636422d79ed202ab 0bb8"
+    c = MpcClient(key_material(0xA5295039FD7C40A7))
+    c.on_synack([H("1e0c0101636422d79ed202ab")])
+    m = Mapping(c.local.idsn + 1, 1, 3000)
+    assert c.data_option(m).emit() == H("1e160101a5295039fd7c40a7636422d79ed202ab0bb8")
+    assert c.data_option(Mapping(c.local.idsn + 3001, 3001, 10)) is None  # later data: DSS
+    assert c.on_segment([H("1e0c2003") + (c.local.idsn + 1425).to_bytes(8, "big")], True)
+    assert c.fully_established and c.data_option(m) is None
+
+
+def test_client_mpc_with_data_and_checksum_bytes():
+    # kernel-1subflow-csum.pcap pkt 4
+    c = MpcClient(key_material(0x55AF3016FE782873), want_csum=True)
+    c.on_synack([H("1e0c01818bc276dcbd63916d")])
+    m = Mapping(c.local.idsn + 1, 1, 3000, checksum=0x03E8)
+    assert c.data_option(m).emit() == H(
+        "1e18018155af3016fe7828738bc276dcbd63916d0bb803e8")
+
+
+def test_add_addr_makes_the_client_fully_established_but_an_echo_does_not():
+    c = client()
+    c.on_synack([SYNACK])
+    assert c.on_segment([ADD_ADDR], True) and c.fully_established  # pkt 4 of the trace
+    c2 = client()
+    c2.on_synack([SYNACK])
+    assert not c2.on_segment([ECHO], True)
+    assert c2.fallback is Situation.FIRST_SEGMENT_WITHOUT_DSS
+
+
+def test_first_server_segment_without_dss_ack_makes_the_client_fall_back():
+    c = client()
+    c.on_synack([SYNACK])
+    assert c.on_segment([], at_first_byte=False)  # out of order: no decision
+    assert not c.fully_established and c.mptcp
+    assert not c.on_segment([], at_first_byte=True)
+    assert c.fallback is Situation.FIRST_SEGMENT_WITHOUT_DSS
+    assert decide(c.fallback).action is Action.FALLBACK
+
+
+def test_mpc_syn_retried_twice_then_sent_without_mp_capable():
+    c = client()
+    c.on_syn_timeout()
+    c.on_syn_timeout()
+    assert c.syn_option() is not None
+    c.on_syn_timeout()
+    assert c.syn_option() is None and c.fallback is Situation.MPC_SYN_TIMEOUT
+    assert decide(Situation.MPC_SYN_TIMEOUT, Context(syn_retransmits=1)).action is Action.CONTINUE
+    assert decide(Situation.MPC_SYN_TIMEOUT, Context(syn_retransmits=2)).action is \
+        Action.RETRY_SYN_WITHOUT_MPC
+
+
+# -- MP_CAPABLE, server ------------------------------------------------------
+
+
+def test_server_handshake_bytes_are_the_kernels():
+    s = server()
+    assert s.synack_option().emit() == SYNACK
+    assert s.on_third_ack([THIRD]) is None
+    assert s.fully_established and s.remote.key == CKEY and s.remote.token == 0x22C97822
+
+
+@pytest.mark.parametrize("syn,ok", [
+    (H("1e040101"), True),
+    (H("1e040201"), True),  # a higher version on a SYN: answer v1
+    (H("1e040121"), True),  # C flag
+    (H("1e040181"), True),  # A flag
+    (H("1e040100"), False),  # H clear
+    (H("1e040141"), False),  # B set
+    (H("1e0c0001dfefe678e0d6d2ad"), False),  # v0 SYN (carries a key)
+    (None, False),
+])
+def test_server_syn_acceptance_as_probed(syn, ok):
+    s = MpcServer.from_syn(key_material(SKEY), [] if syn is None else [syn])
+    assert (s is not None) == ok
+    if s is not None:
+        assert s.synack_option().version == 1
+
+
+def test_server_answers_a_flag_with_flags_01_but_uses_checksums():
+    s = MpcServer.from_syn(key_material(SKEY), [H("1e040181")])
+    assert s.synack_option().flags == 0x01 and s.csum
+    s2 = server()
+    s2.on_third_ack([H("1e1401810eae836aae29d673dfefe678e0d6d2ad")])  # A on the third ACK
+    assert s2.csum
+
+
+@pytest.mark.parametrize("third", [
+    None,  # options stripped: MPCapableFallbackACK
+    H("1e1401010eae836aae29d673dfefe678e0d6d2ae"),  # our key not echoed
+    H("1e140101" "0000000000000000" "dfefe678e0d6d2ad"),  # zero peer key (syncookie rule)
+    H("1e1402010eae836aae29d673dfefe678e0d6d2ad"),  # version 2 on a non-SYN
+    H("1e0c0101dfefe678e0d6d2ad"),  # no receiver key
+    H("1e08200100000001"),  # only a DSS (OoO data after a lost third ACK)
+])
+def test_server_falls_back_on_a_bad_third_ack(third):
+    s = server()
+    assert s.on_third_ack([] if third is None else [third]) is False
+    assert s.fallback is Situation.THIRD_ACK_WITHOUT_MPC and not s.mptcp
+    assert decide(s.fallback).action is Action.FALLBACK
+
+
+def test_server_takes_the_implicit_mapping_of_mpc_with_data():
+    s = server()
+    opt = MpCapable(1, 0x01, CKEY, SKEY, 3000).emit()
+    m = s.on_third_ack([opt])
+    assert m == Mapping(key_material(CKEY).idsn + 1, 1, 3000)
+
+
+# -- MP_JOIN ------------------------------------------------------------------
+
+
+def test_join_initiator_bytes_are_the_kernels():
+    j = JoinInitiator(CKEY, SKEY, R_A, addr_id=1)
+    assert j.syn_option().emit() == J_SYN
+    assert j.on_synack([J_SYNACK]) and j.peer_addr_id == 1 and j.peer_nonce == R_B
+    assert j.ack_option().emit() == J_ACK
+    assert not j.established and not j.on_segment([])
+    assert j.on_segment([J_4TH]) and j.established
+
+
+def test_join_responder_bytes_are_the_kernels():
+    syn = JoinResponder.syn_join([J_SYN])
+    assert syn.token == 0x9E8A2491 and syn.addr_id == 1
+    r = JoinResponder.from_syn(syn, SKEY, CKEY, Script(R_B), addr_id=1)
+    assert r.synack_option().emit() == J_SYNACK
+    assert r.on_ack([J_ACK]) and r.established
+    assert JoinResponder.fourth_ack(Dss(data_ack=0x18C4F937, data_ack_len=4)).emit() == J_4TH
+
+
+def test_join_reference_vectors():
+    # linux-mptcp-v1.md §1.2 synthetic example
+    a, b = 0x0102030405060708, 0x1112131415161718
+    r = JoinResponder.from_syn(MpJoin("syn", token=0xCCAD45AC, nonce=0x01020304), b, a,
+                               Script(0x0A0B0C0D))
+    assert r.synack_option().hmac == H("dfd01286724255b2")
+    j = JoinInitiator(a, b, 0x01020304)
+    assert j.on_synack(options_bytes([r.synack_option()]))
+    assert j.ack_option().hmac == H("4c24d5137175aeb366a76ac23a3fd5a0648628d2")
+
+
+def test_join_bad_hmacs_reset_the_subflow():
+    j = JoinInitiator(CKEY, SKEY, R_A, addr_id=1)
+    bad = bytearray(J_SYNACK)
+    bad[5] ^= 1
+    assert not j.on_synack([bytes(bad)]) and j.failed is Situation.JOIN_FAILURE
+    r = JoinResponder.from_syn(JoinResponder.syn_join([J_SYN]), SKEY, CKEY, Script(R_B))
+    bad = bytearray(J_ACK)
+    bad[-1] ^= 1
+    assert not r.on_ack([bytes(bad)]) and not r.established
+    d = decide(r.failed, Context(mp_join=True))
+    assert d.action is Action.RESET and d.rst_reason == RST_EMPTCP
+    r2 = JoinResponder.from_syn(JoinResponder.syn_join([J_SYN]), SKEY, CKEY, Script(R_B))
+    assert not r2.on_ack([])  # MPJ ACK missing: reset, never fallback
+    assert decide(r2.failed, Context(mp_join=True)).action is Action.RESET
+
+
+def test_join_refusals_carry_mp_tcprst_reasons():
+    assert decide(Situation.JOIN_UNKNOWN_TOKEN).rst_reason == RST_EMPTCP  # probe: 1e048001
+    assert decide(Situation.JOIN_OVER_LIMIT).rst_reason == RST_EPROHIBIT
+    assert decide(Situation.FIRST_SEGMENT_WITHOUT_DSS, Context(mp_join=True)).action is \
+        Action.RESET
+
+
+def test_join_ack_retransmission_timer():
+    assert JoinInitiator.ack_retransmit_timeout(None) == 1.0
+    assert JoinInitiator.ack_retransmit_timeout(0.05) == 0.2
+    assert JoinInitiator.ack_retransmit_timeout(0.3) == 0.6
+
+
+def test_join_hold_is_bounded_and_releases_in_order():
+    h = JoinHold(hold_time=0.5, per_token=2, capacity=3)
+    assert h.hold(1, "a", 10.0) and h.hold(1, "b", 10.1)
+    assert not h.hold(1, "c", 10.2)  # per token
+    assert h.hold(2, "d", 10.2) and not h.hold(3, "e", 10.2)  # total
+    assert h.next_deadline() == 10.5
+    assert h.release(1) == ["a", "b"] and len(h) == 1
+    assert h.expire(10.69) == [] and h.expire(10.7) == ["d"] and len(h) == 0
+
+
+def test_parse_options_drops_malformed_options():
+    opts = parse_options([H("1e0c01"), SYN, parse_mptcp(ECHO)])
+    assert len(opts) == 2 and isinstance(opts[0], MpCapable)

@@ -1,0 +1,358 @@
+"""The socket facade (`stack.Host.tun`, `stack.socket`) against kernel TCP sockets.
+
+One namespace with a TUN device per module; the kernel's sockets live in that
+namespace (10.1.0.1, fd00:1::1) and the stack owns 10.1.0.2 / fd00:1::2 on the
+far side of the TUN.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import itertools
+import os
+import selectors
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tools.topology import Topology, can_run  # noqa: E402
+
+pytestmark = [pytest.mark.root, pytest.mark.interop,
+              pytest.mark.skipif(can_run() is not None, reason=str(can_run()))]
+
+import stack  # noqa: E402
+from stack import socket as ssock  # noqa: E402
+from stack.tcp.state import TcpState  # noqa: E402
+
+_ports = itertools.count(6000)
+K4, S4, K6, S6 = "10.1.0.1", "10.1.0.2", "fd00:1::1", "fd00:1::2"
+
+
+@pytest.fixture(scope="module")
+def topo():
+    with Topology(1) as t:
+        yield t
+
+
+@pytest.fixture(scope="module")
+def host(topo: Topology):
+    with stack.Host.tun(topo.path.spec(), netns=topo.ns) as h:
+        yield h
+
+
+def kernel_server(topo: Topology, family: int = socket.AF_INET) -> tuple[socket.socket, int]:
+    port = next(_ports)
+    addr = K4 if family == socket.AF_INET else K6
+    with topo.enter():
+        srv = socket.create_server((addr, port), family=family)
+    srv.settimeout(5)
+    return srv, port
+
+
+def kernel_socket(topo: Topology, family: int = socket.AF_INET) -> socket.socket:
+    with topo.enter():
+        s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(5)
+    return s
+
+
+def echo_until_eof(conn: socket.socket) -> None:
+    with conn:
+        while data := conn.recv(65536):
+            conn.sendall(data)
+
+
+def test_host_tun_offload_and_repr(host: stack.Host) -> None:
+    assert host.running and host.offload
+    assert "TunDevice" in repr(host)
+
+
+def test_interface_spec_errors() -> None:
+    from stack.api.host import IfaceSpec
+
+    spec = IfaceSpec.parse("tun9,10.9.0.2/24,fd00:9::2/64,gw=10.9.0.1,mtu=1400")
+    assert spec.name == "tun9" and len(spec.addresses) == 2 and spec.mtu == 1400
+    assert str(spec.gateways[0]) == "10.9.0.1"
+    for bad in ("", "tun9", "tun9,10.9.0.2", "tun9,10.9.0.2/24,gw=fd00::1",
+                "tun9,10.9.0.2/24,color=blue", "10.9.0.2/24"):
+        with pytest.raises(ValueError):
+            IfaceSpec.parse(bad)
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_stack_client_echo(topo: Topology, host: stack.Host, family: int) -> None:
+    srv, port = kernel_server(topo, family)
+    t = threading.Thread(target=lambda: echo_until_eof(srv.accept()[0]))
+    t.start()
+    with host.socket(family, ssock.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect((K4 if family == socket.AF_INET else K6, port))
+        local, peer = s.getsockname(), s.getpeername()
+        assert local[0] == (S4 if family == socket.AF_INET else S6) and local[1] > 1023
+        assert peer[:2] == ((K4 if family == socket.AF_INET else K6), port)
+        msg = os.urandom(300_000)
+        s.sendall(msg)
+        s.shutdown(ssock.SHUT_WR)
+        got = bytearray()
+        while chunk := s.recv(65536):
+            got += chunk
+        assert bytes(got) == msg
+    t.join(5)
+    srv.close()
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_stack_server_echo(topo: Topology, host: stack.Host, family: int) -> None:
+    port = next(_ports)
+    with host.socket(family) as ls:
+        ls.bind(("", port))
+        ls.listen(4)
+        assert ls.getsockname()[1] == port
+        msg = os.urandom(200_000)
+        result: dict[str, bytes] = {}
+
+        def client() -> None:
+            c = kernel_socket(topo, family)
+            c.connect((S4 if family == socket.AF_INET else S6, port))
+            c.sendall(msg)
+            c.shutdown(socket.SHUT_WR)
+            buf = bytearray()
+            while chunk := c.recv(65536):
+                buf += chunk
+            result["echo"] = bytes(buf)
+            c.close()
+
+        t = threading.Thread(target=client)
+        t.start()
+        ls.settimeout(5)
+        conn, peer = ls.accept()
+        assert peer[0] in (K4, K6, f"::ffff:{K4}")
+        conn.settimeout(5)
+        echo_until_eof(conn)  # the same code runs on stack and kernel sockets
+        t.join(5)
+        assert result["echo"] == msg
+
+
+def test_connection_refused(host: stack.Host) -> None:
+    s = host.socket()
+    s.settimeout(5)
+    with pytest.raises(ConnectionRefusedError) as info:
+        s.connect((K4, next(_ports)))  # nothing listens: the kernel answers RST
+    assert info.value.errno == errno.ECONNREFUSED
+    s.close()
+    s2 = host.socket()
+    assert s2.connect_ex((K4, next(_ports))) == errno.ECONNREFUSED
+    s2.close()
+
+
+def test_connect_timeout(host: stack.Host) -> None:
+    s = host.socket()
+    s.settimeout(0.3)
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        s.connect(("10.1.0.77", 80))  # nobody there; the kernel drops the SYN
+    assert 0.25 < time.monotonic() - t0 < 2
+    s.close()
+
+
+def test_nonblocking_connect_and_selectors(topo: Topology, host: stack.Host) -> None:
+    srv, port = kernel_server(topo)
+    s = host.socket()
+    s.setblocking(False)
+    assert s.connect_ex((K4, port)) == errno.EINPROGRESS
+    sel = selectors.DefaultSelector()
+    sel.register(s.writable_fileno(), selectors.EVENT_READ, "w")
+    assert sel.select(5), "connect did not complete"
+    assert s.getsockopt(ssock.SOL_SOCKET, ssock.SO_ERROR) == 0
+    sel.unregister(s.writable_fileno())
+    kconn, _ = srv.accept()
+    sel.register(s, selectors.EVENT_READ, "r")  # fileno(): readable when recv won't block
+    assert sel.select(0.05) == []
+    with pytest.raises(BlockingIOError):
+        s.recv(10)
+    kconn.sendall(b"ping")
+    assert [key.data for key, _ in sel.select(5)] == ["r"]
+    assert s.recv(10) == b"ping"
+    assert sel.select(0.05) == []  # drained: no longer readable
+    kconn.close()  # EOF makes it readable again
+    assert sel.select(5)
+    assert s.recv(10) == b""
+    sel.close()
+    s.close()
+    srv.close()
+
+
+def test_makefile_lines(topo: Topology, host: stack.Host) -> None:
+    srv, port = kernel_server(topo)
+    with host.create_connection((K4, port), timeout=5) as s:
+        kconn, _ = srv.accept()
+        kconn.sendall(b"hello\nworld\n")
+        with s.makefile("r") as f:
+            assert f.readline() == "hello\n"
+            assert f.readline() == "world\n"
+        with s.makefile("wb") as w:
+            w.write(b"from stack\n")
+        assert kconn.recv(100) == b"from stack\n"
+        kconn.close()
+    srv.close()
+
+
+def test_socket_options(host: stack.Host) -> None:
+    with host.socket() as s:
+        assert s.getsockopt(ssock.IPPROTO_TCP, ssock.TCP_NODELAY) == 0
+        s.setsockopt(ssock.IPPROTO_TCP, ssock.TCP_NODELAY, 1)
+        s.setsockopt(ssock.SOL_SOCKET, ssock.SO_KEEPALIVE, 1)
+        s.setsockopt(ssock.SOL_SOCKET, ssock.SO_SNDBUF, 1 << 20)
+        s.setsockopt(ssock.SOL_SOCKET, ssock.SO_RCVBUF, 1 << 20)
+        s.setsockopt(ssock.SOL_SOCKET, ssock.SO_REUSEADDR, 1)
+        assert s.getsockopt(ssock.IPPROTO_TCP, ssock.TCP_NODELAY) == 1
+        assert s.getsockopt(ssock.SOL_SOCKET, ssock.SO_SNDBUF) == 1 << 20
+        assert s.getsockopt(ssock.SOL_SOCKET, ssock.SO_TYPE) == ssock.SOCK_STREAM
+        cfg = s._config()
+        assert cfg.nodelay and cfg.keepalive and cfg.sndbuf == 1 << 20
+        with pytest.raises(OSError) as info:
+            s.setsockopt(ssock.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        assert info.value.errno == errno.ENOPROTOOPT
+        s.settimeout(2.5)
+        assert s.gettimeout() == 2.5 and s.getblocking()
+        s.setblocking(False)
+        assert s.gettimeout() == 0.0
+
+
+def test_errors(topo: Topology, host: stack.Host) -> None:
+    s = host.socket()
+    with pytest.raises(OSError) as info:
+        s.recv(1)
+    assert info.value.errno == errno.ENOTCONN
+    with pytest.raises(OSError) as info:
+        s.getpeername()
+    assert info.value.errno == errno.ENOTCONN
+    with pytest.raises(OSError) as info:
+        s.bind(("10.9.9.9", 0))  # not ours
+    assert info.value.errno == errno.EADDRNOTAVAIL
+    port = next(_ports)
+    s.bind(("", port))
+    s.listen()
+    with host.socket() as other:
+        with pytest.raises(OSError) as info:
+            other.bind(("", port))
+        assert info.value.errno == errno.EADDRINUSE
+    with pytest.raises(OSError) as info:
+        s.connect((K4, 1))
+    assert info.value.errno == errno.EINVAL
+    s.close()
+    with pytest.raises(OSError) as info:
+        s.accept()
+    assert info.value.errno == errno.EBADF
+    with pytest.raises(OSError):
+        host.socket(socket.AF_UNIX)
+
+
+def test_send_after_shutdown_is_epipe_and_reset_is_econnreset(topo: Topology,
+                                                              host: stack.Host) -> None:
+    srv, port = kernel_server(topo)
+    with host.create_connection((K4, port), timeout=5) as s:
+        kconn, _ = srv.accept()
+        s.shutdown(ssock.SHUT_WR)
+        assert kconn.recv(10) == b""  # our FIN arrived
+        with pytest.raises(BrokenPipeError):
+            s.send(b"x")
+        # An abortive close on the kernel side (SO_LINGER 0) sends RST.
+        kconn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+        kconn.close()
+        with pytest.raises(ConnectionResetError):
+            s.recv(10)
+    srv.close()
+
+
+def test_close_with_unsent_data_delivers_everything(topo: Topology, host: stack.Host) -> None:
+    """sendall() then close() at once: every byte still reaches the peer, then FIN."""
+    srv, port = kernel_server(topo)
+    payload = os.urandom(3_000_000)
+    got: list[tuple[int, bytes]] = []
+
+    def kernel_reader() -> None:
+        kconn, _ = srv.accept()
+        kconn.settimeout(10)
+        h, n = hashlib.sha256(), 0
+        while chunk := kconn.recv(1 << 20):
+            h.update(chunk)
+            n += len(chunk)
+        got.append((n, h.digest()))
+        kconn.close()
+
+    t = threading.Thread(target=kernel_reader)
+    t.start()
+    s = host.create_connection((K4, port), timeout=5)
+    s.sendall(payload)
+    conn = s.connection
+    s.close()  # returns at once; up to a send buffer of data is still queued
+    assert conn.state is not TcpState.CLOSED
+    t.join(10)
+    assert got == [(len(payload), hashlib.sha256(payload).digest())]
+    srv.close()
+
+
+def test_threads_share_a_host(topo: Topology, host: stack.Host) -> None:
+    """Several application threads, each with its own connection, at once."""
+    srv, port = kernel_server(topo)
+    srv.listen(8)
+    results: list[bool] = []
+
+    def kernel_side() -> None:
+        for _ in range(4):
+            threading.Thread(target=echo_until_eof, args=(srv.accept()[0],)).start()
+
+    def app(i: int) -> None:
+        msg = bytes([i]) * 150_000
+        with host.create_connection((K4, port), timeout=10) as s:
+            s.sendall(msg)
+            s.shutdown(ssock.SHUT_WR)
+            got = bytearray()
+            while chunk := s.recv(65536):
+                got += chunk
+            results.append(bytes(got) == msg)
+
+    threading.Thread(target=kernel_side).start()
+    apps = [threading.Thread(target=app, args=(i,)) for i in range(4)]
+    for t in apps:
+        t.start()
+    for t in apps:
+        t.join(15)
+    assert results == [True] * 4
+    srv.close()
+
+
+def test_recv_timeout(topo: Topology, host: stack.Host) -> None:
+    srv, port = kernel_server(topo)
+    with host.create_connection((K4, port), timeout=5) as s:
+        kconn, _ = srv.accept()
+        s.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            s.recv(10)
+        kconn.close()
+    srv.close()
+
+
+def test_host_close_stops_everything() -> None:
+    with Topology(1) as topo:
+        h = stack.Host.tun(topo.path.spec(), netns=topo.ns)
+        with pytest.raises(OSError) as info:  # single queue: a second host cannot attach
+            stack.Host.tun(topo.path.spec(), netns=topo.ns)
+        assert info.value.errno == errno.EBUSY
+        s = h.socket()
+        h.close()
+        assert not h.running
+        with pytest.raises(OSError):
+            h.socket()
+        with pytest.raises(OSError):
+            s.connect((K4, 80))
+        # the TUN is back as it was: nothing attached, no vnet header flag
+        assert topo.link(topo.path.tun)["linkinfo"]["info_data"]["vnet_hdr"] is False

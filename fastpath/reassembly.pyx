@@ -171,8 +171,13 @@ cdef class Assembler:
         # i: first range that ends at or after lo (touching merges);
         # j: first range that starts after hi.
         i = 0
-        while i < self._n and self._rs[2 * i + 1] < lo:
-            i += 1
+        j = self._n
+        while i < j:                # binary search
+            k = (i + j) >> 1
+            if self._rs[2 * k + 1] < lo:
+                i = k + 1
+            else:
+                j = k
         j = i
         while j < self._n and self._rs[2 * j] <= hi:
             j += 1

@@ -193,6 +193,13 @@ def _u32(b: bytes, off: int) -> int:
     return int.from_bytes(b[off : off + 4], "big")
 
 
+def _ext_fits(end: int, total: int, n: int) -> None:
+    if end > total:
+        raise ParseError("bad_header", "IPv6 extension header beyond payload length")
+    if end > n:
+        raise ParseError("truncated", "IPv6 extension header cut short")
+
+
 def _ip_layer(p: bytes) -> tuple[int, int, int, int, bytes, bytes, bool]:
     """(version, header length incl. v6 extensions, total length, ttl, src, dst, ip ok)."""
     n = len(p)
@@ -224,13 +231,10 @@ def _ip_layer(p: bytes) -> tuple[int, int, int, int, bytes, bytes, bool]:
         while nh != 6:
             if nh not in (0, 43, 44, 60):
                 raise ParseError("not_tcp", "IPv6 next header is not TCP")
-            for hl in (8, None):
-                if hl is None:
-                    hl = 8 if nh == 44 else (p[t + 1] + 1) * 8
-                if t + hl > total:
-                    raise ParseError("bad_header", "IPv6 extension header beyond payload length")
-                if t + hl > n:
-                    raise ParseError("truncated", "IPv6 extension header cut short")
+            # the fixed 8 bytes first, then the length the header gives itself
+            _ext_fits(t + 8, total, n)
+            hl = 8 if nh == 44 else (p[t + 1] + 1) * 8
+            _ext_fits(t + hl, total, n)
             if nh == 44 and _u16(p, t + 2) & 0xFFF9:
                 raise ParseError("not_tcp", "IPv6 fragment")
             nh, t = p[t], t + hl

@@ -19,6 +19,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Sequence
+from importlib.machinery import PathFinder
 from types import ModuleType
 
 PROG = "mpstack"
@@ -40,12 +41,24 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
 
 
 def _available(module: str) -> bool:
-    """Whether ``module`` exists, without importing it (its parent packages are
-    imported; a package that fails to import counts as unavailable)."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
+    """Whether ``module`` exists, found on the file system without importing
+    it or its parent packages (``stack.api`` imports the whole socket layer)."""
+    parts = module.split(".")
+    top = sys.modules.get(parts[0])
+    path = getattr(top, "__path__", None)
+    if path is None:  # not an imported package: ask the import system
+        try:
+            return importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            return False
+    for k in range(1, len(parts)):
+        spec = PathFinder.find_spec(".".join(parts[:k + 1]), path)
+        if spec is None:
+            return False
+        path = spec.submodule_search_locations
+        if path is None and k < len(parts) - 1:
+            return False  # a module where a package was expected
+    return True
 
 
 def _selected(argv: Sequence[str]) -> list[str]:

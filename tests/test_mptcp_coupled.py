@@ -300,3 +300,12 @@ def test_goal3_balance_congestion(algo):
     tcp = NewReno(MSS)
     got = _run([(s1, 0), (s2, 1), (tcp, 0)], links=[40, 40], rounds=8000)
     assert got[1] / (got[0] + got[1]) >= 2 / 3, got
+
+
+def test_group_factory_through_make_congestion():
+    # What a subflow's TcpConnection does with TcpConfig.congestion =
+    # group.subflow: it only calls make_congestion(config.congestion, mss).
+    g = CoupledGroup("lia")
+    a = make_congestion(g.subflow, 1460)
+    b = make_congestion(g.subflow, 1400)
+    assert isinstance(a, Lia) and g.members == [a, b] and b.mss == 1400

@@ -329,3 +329,73 @@ def test_on_loss_alias_and_rto_without_flight():
     cc2.cwnd = 30 * MSS
     cc2.on_rto(0.0)  # FlightSize unknown: taken as cwnd
     assert cc2.ssthresh == 15 * MSS and cc2.cwnd == MSS and cc2.rto_events == 1
+
+
+# ------------------------------------------------------------------ HyStart++
+def _hystart_run(rtts: list[float], **kw):
+    """Slow start with HyStart++ (RFC 9406): round r has RTT rtts[r]; every
+    ACK carries an RTT sample. Returns the windows (segments) after each round."""
+    cc = NewReno(MSS, hystart=True, **kw)
+    now = 0.0
+    seen = []
+    for rtt in rtts:
+        window = cc.cwnd
+        for i in range(window // MSS):
+            cc.on_rtt_sample(rtt, now)
+            cc.on_ack(MSS, 0.05, now + rtt * (i + 1) * MSS / window, window)
+        now += rtt
+        seen.append(cc.cwnd / MSS)
+    return cc, seen
+
+
+def test_hystart_off_by_default():
+    cc = NewReno(MSS)
+    assert cc.hystart is None
+    now = 0.0
+    for _ in range(5):
+        now = run_round(cc, now, 0.05)
+    assert cc.cwnd == 320 * MSS
+
+
+def test_hystart_delay_increase_enters_css_then_avoidance():
+    # RTT 50 ms for 4 rounds, then 70 ms: 70 >= 50 + max(4, min(50/8, 16)) ms.
+    cc, seen = _hystart_run([0.05] * 4 + [0.07] * 7)
+    assert seen[:4] == [20, 40, 80, 160]
+    # Round 5: 8 samples at full slow start (+8), then CSS (+1/4 per MSS).
+    assert seen[4] == pytest.approx(160 + 8 + 152 / 4)
+    assert cc.hystart.exits == 1
+    # CSS: 1/4 of slow start's growth, i.e. x1.25 per round, for CSS_ROUNDS = 5
+    # rounds (the partial one included), then ssthresh = cwnd.
+    assert seen[5] == pytest.approx(seen[4] * 1.25, abs=1)
+    assert seen[8] == pytest.approx(seen[7] * 1.25, abs=1)
+    assert cc.ssthresh == pytest.approx(seen[8] * MSS, abs=MSS)
+    assert seen[9] - seen[8] < 1.5  # congestion avoidance: about +1 per RTT
+
+
+def test_hystart_spurious_exit_resumes_slow_start():
+    # A one-round RTT bump: the next round's minimum falls below the CSS
+    # baseline, so slow start resumes (RFC 9406 §4.2).
+    cc, seen = _hystart_run([0.05] * 4 + [0.07] + [0.05] * 2)
+    assert cc.hystart.exits == 1 and not cc.hystart.in_css
+    assert cc.ssthresh == INFINITE_SSTHRESH
+    assert seen[5] == pytest.approx(2 * seen[4], rel=0.02)  # 8 ACKs at 1/4, then x2
+    assert seen[6] == pytest.approx(2 * seen[5], rel=0.01)
+
+
+def test_hystart_only_in_initial_slow_start():
+    cc = NewReno(MSS, hystart=True)
+    cc.cwnd = 40 * MSS
+    cc.on_rto(0.0, 40 * MSS)  # ssthresh 20: standard slow start from now on
+    now = 0.0
+    for rtt in [0.05, 0.05, 0.09, 0.09]:
+        now = run_round(cc, now, rtt)
+    assert cc.hystart.exits == 0
+
+
+def test_abc_limit_configurable():
+    cc = NewReno(MSS, abc_l=None)  # no per-ACK limit (Linux)
+    cc.on_ack(8 * MSS, 0.05, 0.0, cc.cwnd)
+    assert cc.cwnd == 18 * MSS
+    cc2 = make_congestion("cubic", MSS, abc_l=4)
+    cc2.on_ack(8 * MSS, 0.05, 0.0, cc2.cwnd)
+    assert cc2.cwnd == 14 * MSS

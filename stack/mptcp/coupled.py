@@ -23,6 +23,7 @@ fractions of a byte are carried to the next ACK.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from stack.tcp.congestion import CongestionBase, register_congestion
 
@@ -41,7 +42,7 @@ class CoupledGroup:
         self.algorithm = algorithm
         self.members: list[CoupledCongestion] = []
 
-    def subflow(self, mss: int, **kwargs: int) -> CoupledCongestion:
+    def subflow(self, mss: int, **kwargs: Any) -> CoupledCongestion:
         """A new controller of this group's algorithm for a new subflow."""
         return COUPLED_ALGORITHMS[self.algorithm](mss, group=self, **kwargs)
 
@@ -80,10 +81,8 @@ class CoupledCongestion(CongestionBase):
 
     name = "coupled"
 
-    def __init__(
-        self, mss: int, *, group: CoupledGroup | None = None, iw_segments: int = 10
-    ) -> None:
-        super().__init__(mss, iw_segments=iw_segments)
+    def __init__(self, mss: int, *, group: CoupledGroup | None = None, **kwargs: Any) -> None:
+        super().__init__(mss, **kwargs)
         self.group = group if group is not None else CoupledGroup(self.name)
         self.rtt: float | None = None  # the subflow's SRTT, from on_ack
         self.active = True
@@ -144,7 +143,7 @@ class Olia(CoupledCongestion):
 
     name = "olia"
 
-    def __init__(self, mss: int, **kwargs) -> None:
+    def __init__(self, mss: int, **kwargs: Any) -> None:
         super().__init__(mss, **kwargs)
         self.loss_gap_prev = 0  # l_r^(1): bytes between the last two losses
         self.loss_gap_now = 0  # l_r^(2): bytes since the last loss

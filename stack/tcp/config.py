@@ -3,7 +3,8 @@ application's socket options)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["TcpConfig"]
 
@@ -24,6 +25,9 @@ class TcpConfig:
     keepalive_interval: float = 75.0
     keepalive_count: int = 9
     congestion: str = "newreno"
+    # Extra keyword arguments for make_congestion (e.g. {"abc_l": None} when
+    # the peer's ACKs are GRO stretch ACKs, {"hystart": True}, {"group": g}).
+    congestion_options: dict[str, Any] = field(default_factory=dict)
     sack: bool = True  # RFC 2018
     timestamps: bool = True  # RFC 7323 §3
     window_scaling: bool = True  # RFC 7323 §2

@@ -177,7 +177,7 @@ class ReceiveMixin:
         if self.ts_enabled and seg.ts is not None and seg.ts[1]:
             self._rtt_from_tsecr(seg.ts[1], now)
         elif not self._syn_retransmitted and self._rtt_seq is not None:
-            self.rtt.on_sample(max(0.0, now - self._rtt_time), now)
+            self._rtt_sample(max(0.0, now - self._rtt_time), now)
         self._rtt_seq = None
         if self._syn_retransmitted:
             self.rtt.on_handshake_timeout_recovered()  # RFC 6298 §5.7
@@ -189,7 +189,7 @@ class ReceiveMixin:
         self._t_rtx = None
         self._rtx_count = 0
         mss = self.effective_mss
-        self.cc = make_congestion(self.config.congestion, mss)
+        self.cc = make_congestion(self.config.congestion, mss, **self.config.congestion_options)
         if self.sack_enabled:
             self.scoreboard = Scoreboard(mss, self.snd_una)
         self.recover = self.snd_una
@@ -329,7 +329,7 @@ class ReceiveMixin:
             self._rtt_from_tsecr(seg.ts[1], now)
             self._rtt_seq = None
         elif self._rtt_seq is not None and seq_ge(ack, self._rtt_seq):
-            self.rtt.on_sample(max(0.0, now - self._rtt_time), now)
+            self._rtt_sample(max(0.0, now - self._rtt_time), now)
             self._rtt_seq = None
         cc = self.cc
         if self._recover_valid and seq_gt(ack, self.recover) and not self.in_recovery:
@@ -356,8 +356,9 @@ class ReceiveMixin:
                         cc.on_partial_ack(data_acked)
         else:
             self.dupacks = 0
-            if cc is not None and data_acked > 0:
-                cc.on_ack(data_acked, self.rtt.srtt, now, before)
+        if cc is not None and data_acked > 0:
+            # Every ACK advancing SND.UNA (the controller ignores it in recovery).
+            cc.on_ack(data_acked, self.rtt.srtt, now, before)
         # RFC 6298 §5.2/§5.3: stop the timer when all is acknowledged,
         # otherwise restart it.
         if self.snd_una == self.snd_nxt:
@@ -369,7 +370,13 @@ class ReceiveMixin:
         """RFC 7323 §4.1: RTT = now - the send time that TSecr names."""
         ms = (self._tsval(now) - tsecr) & MASK32
         if ms < 0x7FFFFFFF:
-            self.rtt.on_sample(ms / 1000.0, now)
+            self._rtt_sample(ms / 1000.0, now)
+
+    def _rtt_sample(self: TcpConnection, rtt: float, now: float) -> None:
+        self.rtt.on_sample(rtt, now)
+        hook = getattr(self.cc, "on_rtt_sample", None)
+        if hook is not None:
+            hook(rtt, now)  # HyStart++ (optional part of the interface)
 
     def _detect_loss(self: TcpConnection, dup: bool, newly_sacked: int, now: float) -> None:
         """RFC 5681 §3.2, RFC 6675 §5 and RFC 6582 §3.2: count duplicate ACKs,

@@ -92,8 +92,9 @@ class Scoreboard:
 
     # ------------------------------------------------------------------ input
     def clear(self, snd_una: int | None = None) -> None:
-        """Forget every SACKed range (e.g. after an RTO, RFC 6675 §5.1, or a
-        detected SACK renege); optionally move SND.UNA."""
+        """Forget every SACKed range (e.g. when the receiver reneged, RFC 2018
+        §8); optionally move SND.UNA. RFC 6675 §5.1 keeps the scoreboard
+        across an RTO so that the retransmissions after it skip SACKed data."""
         self._ranges.clear()
         self.sacked_bytes = 0
         if snd_una is not None:

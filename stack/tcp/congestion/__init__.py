@@ -21,6 +21,9 @@ The interface, in bytes and seconds, all times passed in (no clocks):
 * ``on_idle_restart(now)``: the connection was idle longer than an RTO
   (RFC 5681 §4.1 restart window).
 * ``on_mss_change(mss)``: SMSS changed (MSS option, PMTU).
+* ``on_rtt_sample(rtt, now)`` (optional): each RTT sample, before the
+  ``on_ack`` of the same ACK; only HyStart++ (RFC 9406, ``hystart=True``,
+  off by default) uses it.
 * Non-SACK fast recovery helpers (RFC 6582 §3.2): ``on_dupack(count)``
   (window inflation) and ``on_partial_ack(acked_bytes)`` (deflation).
 
@@ -33,6 +36,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
+
+from stack.tcp.congestion.hystart import HyStartPP
 
 __all__ = [
     "CongestionControl",
@@ -68,6 +73,8 @@ class CongestionControl(Protocol):
         self, acked_bytes: int, rtt: float | None, now: float, in_flight: int | None
     ) -> None: ...
 
+    def on_rtt_sample(self, rtt: float, now: float) -> None: ...
+
     def on_congestion_event(self, now: float, in_flight: int) -> None: ...
 
     def on_recovery_end(self, now: float) -> None: ...
@@ -91,13 +98,24 @@ class CongestionBase:
     increase (:meth:`_avoid`)."""
 
     name = "base"
-    ABC_L = 2  # RFC 3465 §2.2: L = 2 * SMSS in slow start
 
-    def __init__(self, mss: int, *, iw_segments: int = DEFAULT_IW_SEGMENTS) -> None:
+    def __init__(
+        self,
+        mss: int,
+        *,
+        iw_segments: int = DEFAULT_IW_SEGMENTS,
+        abc_l: int | None = 2,
+        hystart: bool = False,
+    ) -> None:
         if mss <= 0:
             raise ValueError("mss must be positive")
         self.mss = mss
         self.iw_segments = iw_segments
+        # RFC 3465 §2.2: at most L * SMSS of growth per ACK in slow start
+        # (L = 2). None: no limit (Linux since 3.8; for a receiver whose
+        # GRO/LRO stretch ACKs cover many segments).
+        self.abc_l = abc_l
+        self.hystart: HyStartPP | None = HyStartPP() if hystart else None
         self.cwnd = initial_window(mss, iw_segments)  # RFC 5681 §3.1, RFC 6928
         self.ssthresh = INFINITE_SSTHRESH
         self.in_recovery = False
@@ -116,7 +134,14 @@ class CongestionBase:
         if self.cwnd < self.ssthresh:
             # RFC 5681 §3.1 slow start with RFC 3465 §2.2 byte counting:
             # cwnd += min(N, L * SMSS).
-            inc = min(acked_bytes, self.ABC_L * self.mss)
+            inc = acked_bytes if self.abc_l is None else min(acked_bytes, self.abc_l * self.mss)
+            if self.hystart is not None and self.ssthresh == INFINITE_SSTHRESH:
+                # RFC 9406 HyStart++, initial slow start only.
+                flight = self.cwnd if in_flight is None else in_flight
+                inc, enter_ca = self.hystart.on_ack(acked_bytes, inc, rtt, flight)
+                if enter_ca:
+                    self.ssthresh = self.cwnd
+                    return
             room = self.ssthresh - self.cwnd
             if inc <= room:
                 self.cwnd += inc
@@ -126,6 +151,13 @@ class CongestionBase:
             self.cwnd = self.ssthresh
             acked_bytes = inc - room
         self._avoid(acked_bytes, rtt, now)
+
+    def on_rtt_sample(self, rtt: float, now: float) -> None:
+        """Optional: the connection took an RTT sample (before ``on_ack`` for
+        the same ACK). Only HyStart++ uses it; without it, the ``rtt`` passed
+        to ``on_ack`` stands in."""
+        if self.hystart is not None:
+            self.hystart.on_rtt_sample(rtt)
 
     def on_congestion_event(self, now: float, in_flight: int) -> None:
         """Fast retransmit / loss detected by SACK: RFC 5681 §3.2 step 2/3,
@@ -235,10 +267,17 @@ def available_congestion() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def make_congestion(name: str, mss: int, **kwargs: Any) -> CongestionControl:
+def make_congestion(
+    name: str | Callable[..., CongestionControl], mss: int, **kwargs: Any
+) -> CongestionControl:
     """A new controller by name ("newreno"/"reno", "cubic", and whatever was
     registered, e.g. MPTCP's "lia" once ``stack.mptcp.coupled`` is imported).
+    ``name`` may also be a factory called as ``name(mss, **kwargs)``: MPTCP
+    puts ``group.subflow`` in a subflow's config so that the connection,
+    which only calls this function, joins the coupled group.
     Unknown names raise ``ValueError``."""
+    if callable(name):
+        return name(mss, **kwargs)
     try:
         factory = _REGISTRY[name.lower()]
     except KeyError:

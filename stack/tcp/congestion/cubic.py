@@ -2,8 +2,8 @@
 
 The window is computed in segments, as in the RFC, and kept in bytes for the
 connection (``cwnd = segments * SMSS``). Slow start is standard (RFC 5681 with
-ABC, in the base class); HyStart is not implemented (RFC 9438 §4.10 makes it
-optional).
+ABC, in the base class); HyStart++ (RFC 9406, RFC 9438 §4.10) is optional
+and off by default (``hystart=True``).
 """
 
 from __future__ import annotations
@@ -35,11 +35,13 @@ class Cubic(CongestionBase):
         mss: int,
         *,
         iw_segments: int = 10,
+        abc_l: int | None = 2,
+        hystart: bool = False,
         c: float = C,
         beta: float = BETA,
         fast_convergence: bool = True,
     ) -> None:
-        super().__init__(mss, iw_segments=iw_segments)
+        super().__init__(mss, iw_segments=iw_segments, abc_l=abc_l, hystart=hystart)
         self.c = c
         self.beta = beta
         self.fast_convergence = fast_convergence

@@ -10,6 +10,8 @@ recovery ends) is the connection's; the window side of it is
 
 from __future__ import annotations
 
+from typing import Any
+
 from stack.tcp.congestion import CongestionBase
 
 __all__ = ["NewReno"]
@@ -18,7 +20,7 @@ __all__ = ["NewReno"]
 class NewReno(CongestionBase):
     name = "newreno"
 
-    def __init__(self, mss: int, **kwargs: int) -> None:
+    def __init__(self, mss: int, **kwargs: Any) -> None:
         super().__init__(mss, **kwargs)
         self.bytes_acked = 0  # RFC 3465 §2.1 counter for congestion avoidance
 

@@ -299,3 +299,114 @@ def test_isn_differs_per_tuple_and_grows_with_time() -> None:
     assert (isn(*t, 10.000004) - base) % 2**32 == 1
     assert IsnGenerator(random.Random(3))(*t, 10.0) == base  # seeded: reproducible
     assert IsnGenerator(random.Random(4))(*t, 10.0) != base  # secret differs
+
+
+# --- robustness: whatever arrives for a live connection ---------------------------
+
+_u32 = st.integers(0, 2**32 - 1)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(segs=st.lists(st.tuples(
+    st.integers(0, 0x1FF), st.integers(-70000, 70000) | _u32, st.integers(-70000, 70000) | _u32,
+    st.integers(0, 65535), st.none() | st.integers(0, 65535), st.none() | st.integers(0, 20),
+    st.booleans(), st.none() | st.tuples(_u32, _u32),
+    st.lists(st.tuples(_u32, _u32), max_size=3).map(tuple), st.binary(max_size=64)),
+    min_size=1, max_size=6))
+def test_random_segments_on_an_established_connection_never_raise(segs) -> None:
+    engine()
+    from stack.netsim import Network
+
+    client, server = make_host(1), HostCore(random.Random(2), name="peer")
+    server.add_interface("eth0", 1500, ["10.0.0.1/24"])
+    net = Network(random.Random(3))
+    net.connect(client, "eth0", server, "eth0")
+    lst = server.listen(None, 80)
+    conn = client.connect("10.0.0.1", 80, 0.0)
+    assert net.run_until(lambda: lst.pending == 1, timeout=1.0)
+    peer = lst.accept()
+    t = net.now
+    for flags, dseq, dack, window, mss, ws, sok, ts, blocks, payload in segs:
+        seq = (peer.snd_nxt + dseq) & 0xFFFFFFFF if -70000 <= dseq <= 70000 else dseq
+        ack = (peer.rcv_nxt + dack) & 0xFFFFFFFF if -70000 <= dack <= 70000 else dack
+        seg = TcpSegment(80, conn.local[1], seq, ack, flags, window, mss, ws, sok, ts, blocks,
+                         (), payload)
+        t += 0.001
+        client.receive(build_frame(seg, PEER4, US4).data, "eth0", t)
+        net.flush(client)
+    net.now = t
+    net.run_until(lambda: False, timeout=200.0)  # timers, retransmissions, TIME-WAIT...
+    # the host's table follows the engine: CLOSED connections are gone
+    assert (conn.state.name == "CLOSED") == (conn not in client.connections)
+    assert (peer.state.name == "CLOSED") == (peer not in server.connections)
+
+
+def test_poll_events_tell_the_facade_what_changed() -> None:
+    engine()
+    from stack.netsim import Link, Network
+
+    client, server = make_host(1), HostCore(random.Random(2), name="peer")
+    server.add_interface("eth0", 1500, ["10.0.0.1/24"])
+    net = Network(random.Random(3))
+    net.connect(client, "eth0", server, "eth0", Link(delay=0.01), Link(delay=0.01))
+    lst = server.listen(None, 80)
+    conn = client.connect("10.0.0.1", 80, 0.0)
+    assert client.poll_events() == [conn]
+    assert net.run_until(lambda: lst.pending == 1, timeout=1.0)
+    assert client.poll_events() == [conn] and conn.state.name == "ESTABLISHED"
+    peer = lst.accept()
+    assert server.poll_events() == [peer, lst]  # the listener has one to accept
+    assert server.poll_events() == []
+    conn.send(b"hello", net.now)
+    client.wake(conn, net.now)
+    assert client.poll_events() == [conn]
+    assert net.run_until(lambda: peer.readable == 5, timeout=1.0)
+    assert peer in server.poll_events()
+    assert peer.recv(100) == b"hello"
+    conn.config.time_wait = 0.5
+    conn.close(net.now)
+    client.wake(conn, net.now)
+    assert net.run_until(lambda: peer.eof_received, timeout=1.0)
+    assert server.poll_events() == [peer]
+    peer.close(net.now)
+    server.wake(peer, net.now)
+    net.run_until(lambda: False, timeout=2.0)  # LAST-ACK, TIME-WAIT, CLOSED
+    assert peer in server.poll_events() and conn in client.poll_events()
+    assert conn.state.name == "CLOSED" and peer.state.name == "CLOSED"
+    assert client.connections == [] and server.connections == []
+    assert client.poll_events() == [] and server.poll_events() == []
+
+
+class BurstConn:
+    """A stand-in connection that emits one 10 kB super-segment."""
+
+    state = None
+    send_mss = 1460
+
+    def __init__(self) -> None:
+        self.segs = [TcpSegment(80, 5555, 1, 1, ACK, 100, ts=(1, 2), payload=bytes(10_000),
+                                gso=1448)]
+
+    def poll_transmit(self, now: float) -> list[TcpSegment]:
+        out, self.segs = self.segs, []
+        return out
+
+    def next_deadline(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("offload", [False, True])
+def test_super_segments_cut_in_software_without_offload(offload: bool) -> None:
+    host = HostCore(random.Random(1))
+    iface = host.add_interface("eth0", 1500, ["10.0.0.2/24"], offload=offload)
+    conn = BurstConn()
+    host._register((US4, 80, PEER4, 5555), conn, iface, 4)
+    host.wake(conn, 0.0)
+    frames = [f for _, f in host.transmit()]
+    if offload:
+        assert len(frames) == 1 and frames[0].gso_size == 1448 and frames[0].csum_partial
+    else:
+        assert len(frames) == 7 and host.stats["sw_gso"] == 1
+        assert all(f.gso_size == 0 and len(f.data) <= 1500 for f in frames)
+        assert all(parse_segment(f.data).tcp_checksum_ok for f in frames)
+        assert sum(parse_segment(f.data).payload_len for f in frames) == 10_000

@@ -163,3 +163,15 @@ def test_roundtrip_property(sport, seq, ack, flags, window, mss, wscale, sack_ok
                      payload)
     back = roundtrip(seg, V6 if v6 else V4)
     assert back == seg
+
+
+def test_gso_size_capped_so_every_packet_fits_the_mtu() -> None:
+    # The engine asks for 1448-byte pieces (MSS less timestamps), but this
+    # segment also carries two SACK blocks: 20 more option bytes.
+    seg = TcpSegment(1, 2, 3, 4, ACK, 100, ts=(1, 2), sack_blocks=((10, 20), (30, 40)),
+                     payload=bytes(10_000), gso=1448)
+    frame = build_frame(seg, *V4, gso_size=seg.gso, wire_mss=1460)
+    assert frame.gso_size == 1460 - 32
+    assert all(len(p) <= 1500 for p in gso_split(frame))
+    # without a path limit the engine's size is taken as it is
+    assert build_frame(seg, *V4, gso_size=1000).gso_size == 1000

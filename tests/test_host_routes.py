@@ -100,3 +100,37 @@ def test_interface_mss_and_config(host: HostCore) -> None:
 def test_duplicate_address_rejected(host: HostCore) -> None:
     with pytest.raises(ValueError):
         host.add_address("eth1", "10.1.0.2/24")
+
+
+def test_multihomed_connection_leaves_through_its_source_interface() -> None:
+    """Two hosts joined by two links. A connection from the client's eth1
+    address to the server's eth0 address goes out on eth1 (its source's
+    interface) although eth0 is on-link for the destination; the server's
+    answers, from its eth0 address, leave through its eth0."""
+    pytest.importorskip("stack.tcp.transmit")
+    from stack.netsim import Network
+    from stack.netsim.bulk import BulkTransfer
+
+    client = HostCore(random.Random(1), name="c")
+    server = HostCore(random.Random(2), name="s")
+    client.add_interface("eth0", 1500, ["10.1.0.1/24"])
+    client.add_interface("eth1", 1500, ["10.2.0.1/24"])
+    server.add_interface("eth0", 1500, ["10.1.0.2/24"])
+    server.add_interface("eth1", 1500, ["10.2.0.2/24"])
+    net = Network(random.Random(3))
+    c0, s0 = net.connect(client, "eth0", server, "eth0")
+    c1, s1 = net.connect(client, "eth1", server, "eth1")
+    xfer = BulkTransfer(net, client, server, b"m" * 50_000, server_addr="10.1.0.2")
+    # BulkTransfer's connect picked 10.1.0.1 (longest prefix): add a second
+    # connection bound to the other address by hand.
+    conn = client.connect("10.1.0.2", 5001, net.now, local_addr="10.2.0.1")
+    assert client.path_of(xfer.conn).iface == "eth0"
+    assert client.path_of(conn).iface == "eth1"
+    assert net.run_until(lambda: xfer.done() and conn.state.name == "ESTABLISHED",
+                         timeout=10, on_step=xfer.step)
+    assert c1.stats.packets >= 2  # the second connection's SYN and ACK went via eth1
+    assert s1.stats.packets == 0  # the server answers from 10.1.0.2: via its eth0
+    assert c0.stats.packets > 30 and s0.stats.packets > 2
+    accepted = xfer.listener.accept()
+    assert server.path_of(accepted).iface == "eth0"
+    assert server.path_of(accepted).dst == ipaddress.ip_address("10.2.0.1").packed

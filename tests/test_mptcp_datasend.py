@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
+from fastpath.segment import parse_segment
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +17,7 @@ from stack.mptcp.datarecv import DataReceiver, SubflowReceiver
 from stack.mptcp.datasend import DataSender, with_data_fin
 from stack.mptcp.dsn import MASK64, dsn_add
 from stack.mptcp.mapping import Mapping
+from stack.trace.pcap import ip_payload, open_capture
 
 C_IDSN = 0xE8A134FF18C4F936  # kernel-2subflows.pcap client
 S_ACK32 = 0xD0CE6683  # the client's 32-bit DATA_ACK in that trace
@@ -96,10 +98,6 @@ def test_with_data_fin_updates_the_checksum_incrementally():
 
 
 def test_mpc_data_checksum_matches_the_kernel_trace():
-    from fastpath.segment import parse_segment
-
-    from stack.trace.pcap import ip_payload, open_capture
-
     path = PCAPS / "kernel-1subflow-csum.pcap"
     if not path.exists():
         pytest.skip("trace missing")
@@ -229,3 +227,40 @@ def test_sender_to_receiver_over_two_subflows(size, csum, seed, draw):
             dr.on_data_fin(fin.dsn, fin.dsn64)
     assert dr.read() == payload and dr.fin_received
     assert ds.on_data_ack(dr.data_ack, True) == size and ds.all_acked
+
+
+def test_data_fin_retransmission_timer_backs_off_until_acked():
+    ds = DataSender(C_IDSN)
+    sf = ds.subflow(1)
+    assert not ds.fin_timer(0.0)  # nothing sent yet
+    ds.shutdown()
+    ds.dss_for(sf, 1, 0)  # the bare DATA_FIN goes out
+    assert not ds.fin_timer(1.0) and ds.fin_deadline == 1.2
+    assert not ds.fin_timer(1.1)
+    assert ds.fin_timer(1.2) and ds.fin_deadline == pytest.approx(1.6)
+    assert ds.fin_timer(1.6) and ds.fin_deadline == pytest.approx(2.4)
+    ds.on_data_ack(C_IDSN + 2, True)
+    assert ds.fin_acked and ds.fin_deadline is None and not ds.fin_timer(9.0)
+
+
+def test_requeue_clips_to_what_is_unacked_and_marks_retransmission():
+    ds = DataSender(C_IDSN)
+    ds.write(bytes(range(200)))
+    sf = ds.subflow(1)
+    ds.next_mapping(sf, 150)  # [1, 151)
+    ds.on_data_ack(C_IDSN + 51, True)
+    assert not ds.retransmitted
+    ds.requeue(C_IDSN + 1, C_IDSN + 500)  # the data-level RTO re-sends the head
+    assert ds.retransmitted
+    m, payload = ds.next_mapping(ds.subflow(2), 1000)
+    assert (m.dsn, m.dll) == (C_IDSN + 51, 100) and payload == bytes(range(50, 150))
+    ds.requeue(C_IDSN + 1, C_IDSN + 40)  # all acked already: nothing
+    m, _ = ds.next_mapping(sf, 1000)
+    assert m.dsn == C_IDSN + 151  # new data again
+
+
+def test_fallback_acks_everything_sent():
+    ds = DataSender(C_IDSN)
+    ds.write(bytes(300))
+    ds.next_mapping(ds.subflow(1), 200)
+    assert ds.on_fallback_ack() == 200 and ds.snd_una == C_IDSN + 201

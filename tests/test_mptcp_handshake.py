@@ -4,8 +4,15 @@ linux-mptcp-v1.md §5, plus the handshake rows of the fallback table (§2.2)."""
 
 from __future__ import annotations
 
-import pytest
+import random
+from ipaddress import ip_address
+from pathlib import Path
 
+import pytest
+from fastpath.segment import parse_segment
+
+from stack.mptcp.datarecv import DataReceiver, SubflowReceiver
+from stack.mptcp.datasend import DataSender
 from stack.mptcp.fallback import RST_EMPTCP, RST_EPROHIBIT, Action, Context, Situation, decide
 from stack.mptcp.handshake import (
     JoinHold,
@@ -16,8 +23,16 @@ from stack.mptcp.handshake import (
     options_bytes,
     parse_options,
 )
-from stack.mptcp.keys import key_material
+from stack.mptcp.keys import TokenRegistry, key_material
 from stack.mptcp.mapping import Mapping
+from stack.mptcp.pm import (
+    OpenSubflow,
+    PathManager,
+    SendAddAddr,
+    add_addr_option,
+    verify_add_addr,
+)
+from stack.trace.pcap import ip_payload, open_capture
 from stack.wire.mptcp import Dss, MpCapable, MpJoin, parse_mptcp
 
 H = bytes.fromhex
@@ -199,8 +214,16 @@ def test_server_falls_back_on_a_bad_third_ack(third):
 def test_server_takes_the_implicit_mapping_of_mpc_with_data():
     s = server()
     opt = MpCapable(1, 0x01, CKEY, SKEY, 3000).emit()
-    m = s.on_third_ack([opt])
+    m = s.on_third_ack([opt], payload_len=1424)
     assert m == Mapping(key_material(CKEY).idsn + 1, 1, 3000)
+
+
+def test_mpc_length_must_match_whether_the_segment_has_data():
+    # options.c: 20 bytes on a pure ACK, 22 (24 with checksum) with data
+    assert server().on_third_ack([THIRD], payload_len=100) is False
+    s = server()
+    assert s.on_third_ack([MpCapable(1, 0x01, CKEY, SKEY, 3000).emit()], payload_len=0) is False
+    assert s.fallback is Situation.THIRD_ACK_WITHOUT_MPC
 
 
 # -- MP_JOIN ------------------------------------------------------------------
@@ -211,8 +234,18 @@ def test_join_initiator_bytes_are_the_kernels():
     assert j.syn_option().emit() == J_SYN
     assert j.on_synack([J_SYNACK]) and j.peer_addr_id == 1 and j.peer_nonce == R_B
     assert j.ack_option().emit() == J_ACK
-    assert not j.established and not j.on_segment([])
+    assert not j.established
     assert j.on_segment([J_4TH]) and j.established
+    assert j.on_segment([], at_first_byte=False)  # established: anything goes
+
+
+@pytest.mark.parametrize("opts,first", [([], True), ([J_4TH], False), ([ADD_ADDR], True)])
+def test_join_initiator_resets_on_anything_but_the_fourth_ack(opts, first):
+    j = JoinInitiator(CKEY, SKEY, R_A, addr_id=1)
+    j.on_synack([J_SYNACK])
+    assert not j.on_segment(opts, at_first_byte=first) and not j.established
+    assert decide(j.failed, Context(mp_join=True)).action is Action.RESET
+    assert not j.on_segment([J_4TH])  # stays failed
 
 
 def test_join_responder_bytes_are_the_kernels():
@@ -277,3 +310,205 @@ def test_join_hold_is_bounded_and_releases_in_order():
 def test_parse_options_drops_malformed_options():
     opts = parse_options([H("1e0c01"), SYN, parse_mptcp(ECHO)])
     assert len(opts) == 2 and isinstance(opts[0], MpCapable)
+
+
+# -- the pieces together: a whole connection as a dialogue of option bytes -----
+
+
+def test_two_subflow_connection_dialogue_in_option_bytes():
+    """Client and server built only from the building blocks exchange the
+    option bytes each would put on the wire: MP_CAPABLE with data, DATA_ACKs,
+    ADD_ADDR/echo, MP_JOIN with the token looked up in the server's registry,
+    data on both subflows with a re-injection, and DATA_FIN both ways."""
+    rng = random.Random(8684)
+    creg, sreg = TokenRegistry(), TokenRegistry()
+    ckm, skm = creg.allocate(rng), sreg.allocate(rng)
+    wire = lambda opts: [o.emit() for o in opts]  # noqa: E731
+
+    # MP_CAPABLE handshake
+    c = MpcClient(ckm)
+    s = MpcServer.from_syn(skm, wire([c.syn_option()]))
+    assert c.on_synack(wire([s.synack_option()]))
+    assert s.on_third_ack(wire([c.third_ack_option()])) is None and s.fully_established
+    sreg.bind(skm.token, "server-conn")
+
+    # client data: the first mapping goes as MP_CAPABLE + data (no DATA_ACK yet)
+    cs, sr = DataSender(ckm.idsn), DataReceiver(ckm.idsn + 1)
+    ss, cr = DataSender(skm.idsn), DataReceiver(skm.idsn + 1)
+    msg = bytes(rng.randrange(256) for _ in range(10_000))
+    cs.write(msg)
+    csf1, ssf1 = cs.subflow(1), ss.subflow(1)
+    srx1, crx1 = SubflowReceiver(), SubflowReceiver()
+    m, payload = cs.next_mapping(csf1, 4000)
+    opt = c.data_option(m)
+    assert opt is not None and opt.length == 22
+    mapping = Mapping.from_mpc(parse_mptcp(opt.emit()), c.local.idsn)
+    srx1.note(1, len(payload), mapping)
+    sr.on_result(srx1.consume(payload, sr.rcv_nxt))
+    assert sr.data_ack == ckm.idsn + 4001 and sr.use_64bit_ack  # MPC data: 64-bit acks
+
+    # the server's ACK carries a DSS DATA_ACK: the client is fully established
+    ack = ss.dss_for(ssf1, 1, 0, sr.data_ack, sr.use_64bit_ack)
+    assert c.on_segment(wire([ack]), at_first_byte=True) and c.fully_established
+    assert cs.on_data_ack(ack.data_ack, ack.data_ack_len == 8) == 4000
+
+    # path managers: the server announces its second address, the client
+    # echoes it and, the peer having acknowledged data, joins it
+    cpm = PathManager(False, ["198.18.1.1"], "198.18.1.1", "198.18.1.2", 5202)
+    spm = PathManager(True, ["198.18.1.2", "198.18.2.2"], "198.18.1.2", "198.18.1.1", 40000)
+    cpm.on_fully_established(0.0)
+    cpm.on_data_acked(0.0)
+    (announce,) = spm.on_fully_established(0.0)
+    add = add_addr_option(announce, skm.key, ckm.key).emit()
+    ep = verify_add_addr(parse_mptcp(add), c.remote.key, c.local.key)
+    echo, join = cpm.on_add_addr(ep, 0.1)
+    assert isinstance(join, OpenSubflow) and join.remote.address == ip_address("198.18.2.2")
+    echo_bytes = add_addr_option(echo, ckm.key, skm.key).emit()
+    assert spm.on_add_addr_echo(verify_add_addr(parse_mptcp(echo_bytes), skm.key, ckm.key),
+                                0.2) == []
+    assert isinstance(announce, SendAddAddr)
+
+    # MP_JOIN: token lookup, HMACs both ways, fourth ACK
+    ji = JoinInitiator.start(ckm.key, c.remote.key, rng, addr_id=1)
+    syn = JoinResponder.syn_join(wire([ji.syn_option()]))
+    assert sreg.lookup(syn.token) == "server-conn" and spm.accept_join()
+    jr = JoinResponder.from_syn(syn, skm.key, ckm.key, rng, addr_id=join.remote.addr_id)
+    assert ji.on_synack(wire([jr.synack_option()]))
+    assert jr.on_ack(wire([ji.ack_option()]))
+    assert ji.on_segment(wire([JoinResponder.fourth_ack(sr.ack_dss())])) and ji.established
+
+    # the rest of the data over both subflows; subflow 2 "fails" once and its
+    # data is re-injected on subflow 1; then DATA_FIN
+    csf2, srx2 = cs.subflow(2), SubflowReceiver()
+    cs.shutdown()
+    streams = {1: (csf1, srx1, bytearray(), 1 + 4000), 2: (csf2, srx2, bytearray(), 1)}
+    turn = 2
+    while cs.has_work():
+        got = cs.next_mapping(streams[turn][0], 1500)
+        streams[turn][2].extend(got[1])
+        if turn == 2 and not cs.bytes_reinjected:
+            cs.reinject(csf2)  # as if subflow 2 went stale
+        turn = 3 - turn
+    for sf_tx, sf_rx, buf, start in streams.values():
+        pos = 0
+        while pos < len(buf):
+            n = min(1448, sf_tx.room(start + pos))
+            d = cs.dss_for(sf_tx, start + pos, n, cr.data_ack, cr.use_64bit_ack)
+            sf_rx.note(start + pos, n, parse_mptcp(d.emit()))
+            res = sf_rx.consume(bytes(buf[pos:pos + n]), sr.rcv_nxt)
+            assert res.error is None
+            sr.on_result(res)
+            pos += n
+        fin = sf_rx.note(start + pos, 0, parse_mptcp(cs.dss_for(sf_tx, start + pos, 0).emit()))
+        if fin is not None:
+            sr.on_data_fin(fin.dsn, fin.dsn64)
+    assert sr.read() == msg and sr.fin_received and sr.dup_bytes > 0
+    cs.on_data_ack(sr.data_ack, True)
+    assert cs.all_acked
+
+    # the server answers and closes too
+    ss.write(b"bye")
+    ss.shutdown()
+    m, payload = ss.next_mapping(ssf1, 100)
+    d = ss.dss_for(ssf1, 1, 3, sr.data_ack, True)
+    assert d.data_fin and d.dll == 4  # DATA_FIN folded into the last mapping
+    crx1.note(1, 3, parse_mptcp(d.emit()))
+    cr.on_result(crx1.consume(payload, cr.rcv_nxt))
+    assert cr.read() == b"bye" and cr.eof
+    ss.on_data_ack(cr.data_ack, cr.use_64bit_ack)
+    assert ss.all_acked
+
+
+# -- hostile traces (../shared/pcaps/external) ---------------------------------
+
+EXTERNAL = Path(__file__).resolve().parents[2] / "shared" / "pcaps" / "external"
+
+
+def _options_of(name: str) -> list[tuple[int, list]]:
+    path = EXTERNAL / name
+    if not path.exists():
+        pytest.skip(f"{path} missing")
+    out = []
+    with open_capture(path) as cap:
+        for pkt in cap:
+            ip = ip_payload(pkt)
+            s = parse_segment(ip, verify_checksum=False)
+            out.append((s.flags, [bytes(ip[o:o + n]) for o, n in s.mptcp_spans]))
+    return out
+
+
+def _answer_join_syn(opts, registry, hold, pm, now):
+    """What the host does with an MP_JOIN SYN, using the building blocks:
+    returns the MP_TCPRST reason of the RST it sends, or "held"/"accepted"."""
+    syn = JoinResponder.syn_join(opts)
+    owner = registry.lookup(syn.token)
+    if owner is None:
+        if syn.token in registry and hold.hold(syn.token, syn, now):
+            return "held"
+        return decide(Situation.JOIN_UNKNOWN_TOKEN).rst_reason
+    if not pm.accept_join():
+        return decide(Situation.JOIN_OVER_LIMIT).rst_reason
+    return "accepted"
+
+
+def test_join_syn_flood_leaves_no_state():
+    pkts = _options_of("dpi-mptcp_flood-join-syn-flood.pcap")
+    assert len(pkts) == 10_000
+    reg, hold = TokenRegistry(), JoinHold()
+    reg.allocate(random.Random(1), owner="conn")
+    pm = PathManager(True, ["198.18.1.2"], "198.18.1.2", "198.18.1.1", 1)
+    answers = [_answer_join_syn(opts, reg, hold, pm, 0.0) for _, opts in pkts]
+    assert answers == [1] * 10_000  # RST + MP_TCPRST "MPTCP-specific error"
+    assert len(reg) == 1 and len(hold) == 0 and pm.extra_subflows == 0
+
+
+def test_join_syn_flood_with_a_valid_token_is_capped_by_the_pm_limit():
+    pkts = _options_of("dpi-mptcp_flood-join-syn-flood.pcap")
+    reg, hold = TokenRegistry(), JoinHold()
+    km = reg.allocate(random.Random(1), owner="conn")
+    pm = PathManager(True, ["198.18.1.2"], "198.18.1.2", "198.18.1.1", 1)
+    answers = []
+    for _, opts in pkts:
+        syn = JoinResponder.syn_join(opts)
+        syn.token = km.token  # the attacker knows the token
+        answers.append(_answer_join_syn([syn], reg, hold, pm, 0.0))
+    assert answers[:2] == ["accepted"] * 2 and set(answers[2:]) == {RST_EPROHIBIT}
+
+
+def test_join_syn_flood_for_a_connection_still_starting_is_held_boundedly():
+    pkts = _options_of("dpi-mptcp_flood-join-syn-flood.pcap")
+    reg, hold = TokenRegistry(), JoinHold(per_token=4, capacity=64)
+    km = reg.allocate(random.Random(1))  # allocated, third ACK not seen yet
+    pm = PathManager(True, ["198.18.1.2"], "198.18.1.2", "198.18.1.1", 1)
+    answers = []
+    for _, opts in pkts[:1000]:
+        syn = JoinResponder.syn_join(opts)
+        syn.token = km.token
+        answers.append(_answer_join_syn([syn], reg, hold, pm, 0.0))
+    assert answers.count("held") == 4 and answers.count(1) == 996 and len(hold) == 4
+    assert len(hold.expire(1.0)) == 4 and len(hold) == 0
+
+
+def test_join_with_a_bad_token_is_refused():
+    pkts = _options_of("dpi-mptcp_mod_tok-join-bad-token.pcap")
+    reg = TokenRegistry()
+    syn_flags, syn_opts = pkts[0]
+    server_side = MpcServer.from_syn(reg.allocate(random.Random(3)), syn_opts)
+    assert server_side is None  # a v0 MP_CAPABLE: answered as plain TCP
+    assert _answer_join_syn(pkts[3][1], reg, JoinHold(), server(), 0.0) == RST_EMPTCP
+
+
+def test_keys_changed_in_the_third_ack_mean_fallback():
+    pkts = _options_of("dpi-mptcp_mp_key_change.pcap")
+    assert MpcServer.from_syn(key_material(SKEY), pkts[0][1]) is None  # v0
+    # the same attack on v1: the third ACK echoes a different server key
+    s = server()
+    bad = MpCapable(1, 0x01, CKEY + 20, SKEY - 42).emit()
+    assert s.on_third_ack([bad]) is False and s.fallback is Situation.THIRD_ACK_WITHOUT_MPC
+
+
+def test_add_addr_without_hmac_or_id_reuse_is_not_used():
+    pkts = _options_of("dpi-mptcp_wrongAdd_Addr.pcap")
+    adds = [parse_mptcp(o) for _, opts in pkts for o in opts if o[2] >> 4 == 3]
+    assert [a.addr_id for a in adds] == [2, 2]
+    assert all(verify_add_addr(a, SKEY, CKEY) is None for a in adds)  # v0: no HMAC

@@ -163,6 +163,25 @@ def test_network_runs_in_virtual_time() -> None:
         net.run(max_events=10)
 
 
+def test_call_at_runs_app_actions_at_their_instant() -> None:
+    a, b = Pinger("a", None), Pinger("b", None)
+    net = Network()
+    net.connect(a, "eth0", b, "eth0", ab=Link(delay=0.01))
+    calls = []
+
+    def act(now: float) -> None:
+        calls.append(now)
+        a.out.append(("eth0", packet(60)))  # the app made the host send
+
+    net.call_at(0.5, act)
+    net.call_at(0.25, act)
+    steps = []
+    assert net.run(until=1.0, on_step=steps.append) is False
+    assert calls == [0.25, 0.5]
+    assert [t for t, _ in b.got] == [0.26, 0.51]
+    assert steps == [0.25, 0.26, 0.5, 0.51]  # on_step after every event
+
+
 def test_network_rejects_unknown_or_double_attachment() -> None:
     a, b, c = Pinger("a", None), Pinger("b", None), Pinger("c", None)
     net = Network()

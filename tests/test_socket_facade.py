@@ -356,3 +356,20 @@ def test_host_close_stops_everything() -> None:
             s.connect((K4, 80))
         # the TUN is back as it was: nothing attached, no vnet header flag
         assert topo.link(topo.path.tun)["linkinfo"]["info_data"]["vnet_hdr"] is False
+
+
+def test_socket_dropped_without_close_is_closed_by_gc(topo: Topology, host: stack.Host) -> None:
+    import gc
+
+    srv, port = kernel_server(topo)
+    s = host.create_connection((K4, port), timeout=5)
+    s.sendall(b"x" * 100_000)
+    kconn, _ = srv.accept()
+    del s
+    gc.collect()
+    got = 0
+    while chunk := kconn.recv(65536):  # all the data, then EOF (our FIN)
+        got += len(chunk)
+    assert got == 100_000
+    kconn.close()
+    srv.close()

@@ -4,11 +4,12 @@ ways, TIME-WAIT, RST processing with RFC 5961 challenge ACKs, abort."""
 from __future__ import annotations
 
 import errno
+from dataclasses import replace
 
 import pytest
-from tcp_fixtures import IRS, ISS, cfg, established, feed, fire, out
+from tcp_fixtures import IN, IRS, ISS, LOCAL, REMOTE, cfg, established, feed, fire, out, syn_sent
 
-from stack.tcp import ACK, FIN, PSH, RST, SYN, TcpState
+from stack.tcp import ACK, FIN, PSH, RST, SYN, TcpConnection, TcpState
 
 W = 64000
 # After the peer's FIN the right edge stays put (receiver SWS avoidance, RFC
@@ -239,3 +240,43 @@ def test_rst_in_close_wait_and_time_wait() -> None:
     assert conn.state is TcpState.TIME_WAIT
     feed(conn, 1.2, seq=IRS + 2, flags=RST, window=0)
     assert conn.state is TcpState.CLOSED and conn.error is None
+
+
+def test_close_in_syn_sent_is_immediate() -> None:
+    conn = syn_sent()
+    conn.close(0.1)
+    assert conn.state is TcpState.CLOSED and conn.poll_transmit(0.1) == []
+    assert conn.next_deadline() is None
+
+
+def test_shutdown_in_syn_sent_fin_follows_establishment() -> None:
+    conn = syn_sent()
+    conn.send(b"early", 0.0)
+    conn.shutdown_write(0.0)
+    assert conn.state is TcpState.SYN_SENT
+    assert feed(conn, 0.1, seq=IRS, ack=ISS + 1, flags=SYN | ACK, mss=1460) == [
+        out(seq=ISS + 1, ack=IRS + 1, flags=ACK | PSH | FIN, window=W, payload=b"early")
+    ]
+    assert conn.state is TcpState.FIN_WAIT_1
+
+
+def test_shutdown_in_syn_received_then_fin_wait_1() -> None:
+    syn = replace(IN, seq=IRS, flags=SYN, mss=1460)
+    conn = TcpConnection.accept_syn(cfg(), LOCAL, REMOTE, syn, ISS, 0.0)
+    conn.poll_transmit(0.0)
+    conn.shutdown_write(0.0)
+    assert conn.state is TcpState.SYN_RECEIVED
+    assert feed(conn, 0.1, seq=IRS + 1, ack=ISS + 1) == [
+        out(seq=ISS + 1, ack=IRS + 1, flags=ACK | FIN, window=W)
+    ]
+    assert conn.state is TcpState.FIN_WAIT_1
+
+
+def test_syn_received_to_close_wait_on_ack_with_fin() -> None:
+    syn = replace(IN, seq=IRS, flags=SYN, mss=1460)
+    conn = TcpConnection.accept_syn(cfg(), LOCAL, REMOTE, syn, ISS, 0.0)
+    conn.poll_transmit(0.0)
+    assert feed(conn, 0.1, seq=IRS + 1, ack=ISS + 1, flags=ACK | FIN, payload=b"q") == [
+        out(seq=ISS + 1, ack=IRS + 3, window=W - 2)
+    ]
+    assert conn.state is TcpState.CLOSE_WAIT and conn.recv(5) == b"q"

@@ -4,6 +4,8 @@ and CUBIC (RFC 9438)."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stack.tcp.congestion import (
     INFINITE_SSTHRESH,
@@ -399,3 +401,43 @@ def test_abc_limit_configurable():
     cc2 = make_congestion("cubic", MSS, abc_l=4)
     cc2.on_ack(8 * MSS, 0.05, 0.0, cc2.cwnd)
     assert cc2.cwnd == 14 * MSS
+
+
+# ------------------------------------------------------------------ fuzz
+EVENTS = st.lists(
+    st.tuples(
+        st.sampled_from(["ack", "loss", "end", "rto", "idle", "dup", "partial", "mss"]),
+        st.integers(-10_000, 200_000),
+        st.one_of(st.none(), st.floats(0.0, 5.0)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(algo=st.sampled_from(["newreno", "cubic", "lia", "olia", "balia"]), events=EVENTS)
+def test_any_event_sequence_keeps_windows_sane(algo, events):
+    import stack.mptcp.coupled  # noqa: F401  (registers the coupled names)
+
+    cc = make_congestion(algo, MSS, hystart=True)
+    now = 0.0
+    for kind, n, rtt in events:
+        now += 0.01
+        if kind == "ack":
+            cc.on_ack(n, rtt, now, max(0, n) + cc.cwnd)
+        elif kind == "loss":
+            cc.on_congestion_event(now, max(0, n))
+        elif kind == "end":
+            cc.on_recovery_end(now)
+        elif kind == "rto":
+            cc.on_rto(now, max(0, n))
+        elif kind == "idle":
+            cc.on_idle_restart(now)
+        elif kind == "dup":
+            cc.on_dupack(n % 4)
+        elif kind == "partial":
+            cc.on_partial_ack(n)
+        elif kind == "mss":
+            cc.on_mss_change(max(536, n % 9000))
+        assert isinstance(cc.cwnd, int) and cc.cwnd >= cc.mss
+        assert cc.ssthresh >= 2 * min(cc.mss, MSS) or cc.ssthresh == INFINITE_SSTHRESH

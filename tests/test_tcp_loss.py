@@ -79,12 +79,12 @@ def test_rto_restarts_in_slow_start_from_snd_una() -> None:
 def test_fast_retransmit_newreno_with_limited_transmit_and_partial_ack() -> None:
     conn = established(rtt=0.1)
     d = payload(14 * MSS)
-    conn.send(d, 0.0)
-    assert len(conn.poll_transmit(0.0)) == 10
+    conn.send(d, 0.1)
+    assert len(conn.poll_transmit(0.1)) == 10
     dup = dict(seq=IRS + 1, ack=ISS + 1)
     # Segment 0 was lost. RFC 3042: the first two dupacks each send new data.
-    assert feed(conn, 0.1, **dup) == [seg_of(d, 10)]
-    assert feed(conn, 0.1, **dup) == [seg_of(d, 11)]
+    assert feed(conn, 0.1, **dup) == [seg_of(d, 10, last=True)]  # PSH: end of a burst
+    assert feed(conn, 0.1, **dup) == [seg_of(d, 11, last=True)]
     # The third: fast retransmit (RFC 5681 §3.2), ssthresh = 6 MSS, cwnd = 9 MSS.
     assert feed(conn, 0.1, **dup) == [seg_of(d, 0)]
     assert conn.in_recovery and conn.cc.ssthresh == 6 * MSS
@@ -104,8 +104,8 @@ def test_fast_retransmit_newreno_with_limited_transmit_and_partial_ack() -> None
 def test_sack_loss_detection_retransmits_hole_without_dupack_count() -> None:
     conn = established(cfg(sack=True), sack=True, rtt=0.1)
     d = payload(10 * MSS)
-    conn.send(d, 0.0)
-    conn.poll_transmit(0.0)
+    conn.send(d, 0.1)
+    conn.poll_transmit(0.1)
     base = ISS + 1
     # One ACK SACKing three segments above the hole: IsLost(SND.UNA) (RFC 6675 §4).
     segs = feed(conn, 0.1, seq=IRS + 1, ack=base, sack_blocks=((base + MSS, base + 4 * MSS),))
@@ -124,8 +124,8 @@ def test_sack_loss_detection_retransmits_hole_without_dupack_count() -> None:
 def test_dupacks_below_recover_do_not_restart_recovery() -> None:
     conn = established(rtt=0.1)
     d = payload(10 * MSS)
-    conn.send(d, 0.0)
-    conn.poll_transmit(0.0)
+    conn.send(d, 0.1)
+    conn.poll_transmit(0.1)
     for _ in range(3):
         feed(conn, 0.1, seq=IRS + 1, ack=ISS + 1)
     feed(conn, 0.2, seq=IRS + 1, ack=ISS + 1 + 10 * MSS)

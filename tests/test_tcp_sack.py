@@ -287,3 +287,36 @@ def test_pipe_and_next_seg_agree_with_is_lost(base, blocks, rxt_units):
         assert ns is not None and ns.rule == 1 and ns.seq == first_lost
     else:
         assert ns is None or ns.rule == 3
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    una=st.integers(0, M32 - 1),
+    span=st.integers(0, 1 << 20),
+    acks=st.lists(
+        st.tuples(
+            st.integers(0, M32 - 1),
+            st.lists(st.tuples(st.integers(0, M32 - 1), st.integers(0, M32 - 1)), max_size=4),
+        ),
+        max_size=8,
+    ),
+)
+def test_garbage_sack_blocks_never_break_invariants(una, span, acks):
+    """Any 32-bit values from the wire: no exception, and the ranges stay
+    sorted, disjoint, inside [SND.UNA, SND.NXT], with sacked_bytes their sum."""
+    nxt = (una + span) % M32
+    sb = Scoreboard(MSS, una, max_ranges=8)
+    for ack, blocks in acks:
+        sb.update(ack, blocks, nxt)
+        base = sb.snd_una
+        total = 0
+        prev_end = 0
+        for lo, hi in sb.ranges():
+            o_lo, o_hi = (lo - base) % M32, (hi - base) % M32
+            assert prev_end <= o_lo < o_hi <= (nxt - base) % M32
+            prev_end = o_hi + 1  # disjoint and not adjacent
+            total += o_hi - o_lo
+        assert total == sb.sacked_bytes
+        assert len(sb.ranges()) <= 8
+        assert sb.pipe(nxt, ack) >= 0
+        sb.next_seg(nxt, ack, new_data=span, rescue=True)

@@ -11,6 +11,8 @@ from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stack.cli import main
 from stack.trace.dump import decode_packet, dump
@@ -292,6 +294,13 @@ def test_count_option_and_text_lines(tmp_path: Path) -> None:
     assert len(out.getvalue().splitlines()) == 1
 
 
+def test_reads_standard_input() -> None:
+    proc = subprocess.run([sys.executable, "-m", "stack.cli", "trace", "dump", "-", "--json"],
+                          input=OWN_PCAP.read_bytes(), capture_output=True)
+    assert proc.returncode == 0 and proc.stderr == b""
+    assert len(proc.stdout.splitlines()) == 156
+
+
 def test_shared_traces_dump_without_internal_errors(capsys) -> None:
     files = sorted(p for d in ("external", "kernel") for p in (SHARED / d).glob("*.pcap*"))
     if not files:
@@ -315,3 +324,37 @@ def test_command_line_no_traceback_on_malformed_input(tmp_path: Path) -> None:
     assert proc.returncode == 1  # the last record is cut
     assert all(isinstance(json.loads(line), dict) for line in proc.stdout.splitlines())
     assert len(proc.stdout.splitlines()) == 6
+
+
+# ------------------------------------------------------------------ fuzzing
+
+def _own_packets() -> list[bytes]:
+    from stack.trace.pcap import open_capture
+    with open_capture(OWN_PCAP) as cap:
+        return [p.data for p in cap]
+
+
+OWN_PACKETS = _own_packets()
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.binary(max_size=120),
+       linktype=st.sampled_from([0, 1, 101, 108, 113, 228, 229, 276, 147]))
+def test_random_frames_decode_to_a_record(data: bytes, linktype: int) -> None:
+    rec = decode_packet(pkt(data, linktype=linktype))
+    assert rec["n"] == 1 and "internal error" not in rec.get("error", "")
+    json.dumps(rec)
+
+
+@settings(max_examples=600, deadline=None)
+@given(k=st.integers(0, len(OWN_PACKETS) - 1), pos=st.integers(0, 200),
+       value=st.integers(0, 255), cut=st.integers(0, 200))
+def test_damaged_mptcp_segments_decode_to_a_record(k: int, pos: int, value: int,
+                                                   cut: int) -> None:
+    """Flip one byte (often an option length or flag) and cut the packet."""
+    raw = bytearray(OWN_PACKETS[k])
+    raw[pos % len(raw)] = value
+    data = bytes(raw[:max(cut, 1)] if cut < len(raw) else raw)
+    rec = decode_packet(pkt(data, orig_len=len(raw)))
+    assert "internal error" not in rec.get("error", "")
+    json.dumps(rec)

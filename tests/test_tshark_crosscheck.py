@@ -41,13 +41,18 @@ SUBTYPE_IDS = {name: num for num, name in SUBTYPE_NAMES.items()}
 P = "tcp.options.mptcp."
 
 
-def shared_traces() -> list[Path]:
+BIG = {"brenns10-thesis_sym_lossy.vpn.mptcp.pcap", "dpi-mptcp_flood-join-syn-flood.pcap"}
+
+
+def shared_traces() -> list:
+    """Every shared trace; the two with 10,000+ packets are marked slow."""
     files = []
     for sub in ("external", "kernel"):
         d = SHARED / sub
         if d.is_dir():
             files += sorted(p for p in d.iterdir() if p.suffix in (".pcap", ".pcapng"))
-    return files
+    return [pytest.param(p, id=p.name, marks=[pytest.mark.slow] if p.name in BIG else [])
+            for p in files]
 
 
 def load_generator():
@@ -246,7 +251,7 @@ def dump_records(path: Path) -> list[dict[str, Any]]:
 # -------------------------------------------------------------------- tests
 
 @needs_tshark
-@pytest.mark.parametrize("path", shared_traces(), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", shared_traces())
 def test_shared_trace_options_equal_tshark(path: Path) -> None:
     records = dump_records(path)
     compared = compare_trace(path, records)

@@ -115,14 +115,19 @@ class Subflow:
         seq = self.nxt[from_client]
         ack = self.nxt[not from_client] if flags & ACK else 0
         opts = pad_options([MptcpOption(o) for o in options])
-        hdr = TcpHeader(sp, dp, seq, ack, flags, window=502, options=opts)
+        hdr = TcpHeader(sp, dp, seq, ack, flags, window=502, urgent=0, options=opts,
+                        reserved=0)
         tcp = emit_segment(hdr, payload, src, dst)
         self.nxt[from_client] = (seq + len(payload) + (1 if flags & (SYN | FIN) else 0)) \
             & 0xFFFFFFFF
+        # Every header field spelled out, so the file does not change when
+        # an emitter's defaults do.
         if src.version == 4:
-            ip = IPv4Header(src, dst, ident=len(tcp) & 0xFFFF).emit(len(tcp))
+            ip = IPv4Header(src, dst, proto=6, ttl=64, tos=0, ident=len(tcp) & 0xFFFF,
+                            flags=0b010, frag_offset=0).emit(len(tcp))
         else:
-            ip = IPv6Header(src, dst).emit(len(tcp))
+            ip = IPv6Header(src, dst, next_header=6, hop_limit=64, traffic_class=0,
+                            flow_label=0).emit(len(tcp))
         return ip + tcp
 
     def ssn(self, from_client: bool) -> int:

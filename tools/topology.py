@@ -306,3 +306,44 @@ def topology(paths: int = 1, **kw: int) -> Iterator[Topology]:
         yield topo
     finally:
         topo.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python tools/topology.py [--paths N] [--rate R] [--loss P] -- COMMAND...`:
+    make a topology, run COMMAND (in the root namespace) with its names in the
+    environment, and remove everything afterwards."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--paths", type=int, default=1)
+    ap.add_argument("--mtu", type=int, default=1500)
+    ap.add_argument("--rate", help="tbf rate on every path, kernel -> stack (e.g. 100mbit)")
+    ap.add_argument("--loss", type=int, default=0, help="random loss %% kernel -> stack")
+    ap.add_argument("command", nargs=argparse.REMAINDER)
+    args = ap.parse_args(argv)
+    why = can_run()
+    if why:
+        print(f"topology: {why}", file=sys.stderr)
+        return 2
+    cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
+    with Topology(args.paths, mtu=args.mtu) as topo:
+        env = dict(os.environ, MPS_NS=topo.ns)
+        for i, p in enumerate(topo.paths, 1):
+            if args.rate:
+                topo.rate_limit(p.tun, rate=args.rate)
+            if args.loss:
+                topo.random_loss(p.tun, args.loss)
+            env[f"MPS_TUN{i}"] = p.tun
+            env[f"MPS_IFACE{i}"] = p.spec()
+            env[f"MPS_KERNEL{i}"] = str(p.kernel_v4.ip)
+            env[f"MPS_KERNEL{i}_V6"] = str(p.kernel_v6.ip)
+        lines = [f"{k}={v}" for k, v in sorted(env.items()) if k.startswith("MPS_")]
+        if not cmd:
+            print("\n".join(lines))
+            return 0
+        print("topology: " + " ".join(lines), file=sys.stderr)
+        return subprocess.run(cmd, env=env).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -58,6 +58,7 @@ class EventLoop:
         self.cond = threading.Condition(self.lock)
         self.errors = 0  # exceptions raised by the core and survived
         self.turns = 0
+        self.failed_devices: dict[str, OSError] = {}
         self.failure: BaseException | None = None  # set if the loop thread died
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._sel = selectors.DefaultSelector()
@@ -149,18 +150,29 @@ class EventLoop:
                     self._guard(host.on_timer, now)
                 self._flush()
                 if self.on_turn is not None:
-                    self.on_turn()
+                    self._guard(self.on_turn)
                 self.cond.notify_all()
 
     def _read_device(self, iface: str, dev: TunDevice) -> None:
         host, tap = self.host, self.tap
-        batch = dev.read_batch(BATCH)
+        try:
+            batch = dev.read_batch(BATCH)
+        except OSError as exc:
+            # The device went away (deleted, namespace gone): stop polling it
+            # instead of spinning; the other devices keep working.
+            log.warning("TUN %s failed (%s); no longer reading it", iface, exc)
+            self.failed_devices[iface] = exc
+            try:
+                self._sel.unregister(dev.fileno())
+            except (KeyError, ValueError, OSError):
+                pass
+            return
         if not batch:
             return
         now = self.clock()
         for packet, info in batch:
             if tap is not None:
-                tap("in", iface, packet, info.gso_size)
+                self._tap("in", iface, packet, info.gso_size)
             self._guard(host.receive, packet, iface, now,
                         checksum_verified=info.checksum_verified)
         # Answer (ACKs, data the new window allows) before reading more.
@@ -177,8 +189,21 @@ class EventLoop:
                 if dev is None:
                     continue
                 if tap is not None:
-                    tap("out", iface, frame.data, frame.gso_size)
+                    if isinstance(frame, bytes | bytearray | memoryview):
+                        self._tap("out", iface, frame, 0)
+                    else:
+                        self._tap("out", iface, frame.data, frame.gso_size)
                 dev.write(frame)
+
+    def _tap(self, direction: str, iface: str, packet: bytes, gso: int) -> None:
+        tap = self.tap
+        if tap is None:
+            return
+        try:
+            tap(direction, iface, packet, gso)
+        except Exception:  # noqa: BLE001 - e.g. the capture file's disk is full
+            log.exception("packet tap failed; recording stopped")
+            self.tap = None
 
     def _guard(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         """A bug in the core must not stop the loop: count it and go on."""

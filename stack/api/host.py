@@ -19,6 +19,7 @@ import random
 import socket as _std
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,8 +85,12 @@ class Host:
         self.loop = EventLoop(core, devices, clock=clock, on_turn=self._on_turn, tap=tap)
         self.lock: threading.RLock = self.loop.lock
         self.cond: threading.Condition = self.loop.cond
-        self._owners: dict[Any, Socket] = {}  # TcpConnection / Listener -> its socket
-        self._bound: dict[int, Socket] = {}  # id(socket) -> bound, not yet listening
+        # TcpConnection / Listener -> its socket, and sockets bound but not yet
+        # listening; weak, so that a socket dropped without close() is closed
+        # by the garbage collector (Socket.__del__), as the kernel would.
+        self._owners: weakref.WeakValueDictionary[Any, Socket] = weakref.WeakValueDictionary()
+        self._bound: weakref.WeakValueDictionary[int, Socket] = weakref.WeakValueDictionary()
+        self._orphans: list[Socket] = []  # dropped without close(), see _defer_close
         self._closed = False
         self.loop.start()
 
@@ -244,8 +249,20 @@ class Host:
                     return True  # SO_REUSEADDR on both lets them share
         return False
 
+    def _defer_close(self, sock: Socket) -> None:
+        """Close `sock` at the next turn (from __del__: no lock, no core call here)."""
+        self._orphans.append(sock)
+        if self.loop.running:
+            self.loop.wake()
+
     def _on_turn(self) -> None:
-        """After every loop turn and app call (lock held): update readiness fds."""
+        """After every loop turn and app call (lock held): close orphaned
+        sockets, then update the readiness fds of what the core touched."""
+        while self._orphans:
+            sock = self._orphans.pop()
+            if not sock._closed:
+                sock._io_refs = 0
+                sock._real_close()
         owners = self._owners
         for obj in self.core.poll_events():
             sock = owners.get(obj)

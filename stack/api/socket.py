@@ -40,6 +40,12 @@ AF_INET, AF_INET6, SOCK_STREAM = _std.AF_INET, _std.AF_INET6, _std.SOCK_STREAM
 IPPROTO_TCP, SOL_SOCKET = _std.IPPROTO_TCP, _std.SOL_SOCKET
 SHUT_RD, SHUT_WR, SHUT_RDWR = _std.SHUT_RD, _std.SHUT_WR, _std.SHUT_RDWR
 
+# Buffer sizes of a new socket: larger than the core's TcpConfig default so that
+# one connection fills a fast local path (Linux autotunes up to 4 MB / 6 MB);
+# SO_SNDBUF / SO_RCVBUF before connect()/listen() change them.
+DEFAULT_SNDBUF = 1 << 20
+DEFAULT_RCVBUF = 1 << 20
+
 _HANDSHAKE = frozenset({TcpState.SYN_SENT, TcpState.SYN_RECEIVED})
 # States in which the application may still queue data (RFC 9293 §3.10.2).
 _CAN_SEND = frozenset({TcpState.SYN_SENT, TcpState.SYN_RECEIVED, TcpState.ESTABLISHED,
@@ -113,8 +119,8 @@ class Socket:
             (IPPROTO_TCP, _std.TCP_NODELAY): 0,
             (SOL_SOCKET, _std.SO_KEEPALIVE): 0,
             (SOL_SOCKET, _std.SO_REUSEADDR): 0,
-            (SOL_SOCKET, _std.SO_SNDBUF): TcpConfig.sndbuf,
-            (SOL_SOCKET, _std.SO_RCVBUF): TcpConfig.rcvbuf,
+            (SOL_SOCKET, _std.SO_SNDBUF): DEFAULT_SNDBUF,
+            (SOL_SOCKET, _std.SO_RCVBUF): DEFAULT_RCVBUF,
             (_std.IPPROTO_IPV6, _std.IPV6_V6ONLY): 0,
         }
         if _conn is not None:
@@ -550,12 +556,12 @@ class Socket:
         self.close()
 
     def __del__(self) -> None:
+        # A socket dropped without close(): close it like the kernel closes the
+        # descriptor of an exiting process. The garbage collector may run us
+        # inside a core call, so the host does it at its next clean point.
         try:
             if not self._closed:
-                with self._lock:
-                    if not self._closed:
-                        self._io_refs = 0
-                        self._real_close()
+                self._host._defer_close(self)
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
 

@@ -32,7 +32,7 @@ from .frame import Frame
 from .interfaces import Interface, IpInterface
 from .isn import IsnGenerator
 from .listener import Listener
-from .packetize import ParseError, build_frame, parse_segment, to_tcp_segment
+from .packetize import ParseError, build_frame, gso_split, parse_segment, to_tcp_segment
 from .routes import NoRoute, Route, RouteTable
 from .timers import TimerHeap
 
@@ -355,10 +355,8 @@ class HostCore:
         if path is None:
             return
         segs = conn.poll_transmit(now)
-        if segs:
-            out = self._out
-            for seg in segs:
-                out.append((path.iface, self._frame(seg, path, conn)))
+        for seg in segs:
+            self._emit(path, self._frame(seg, path, conn))
         self._events[conn] = None
         state = conn.state
         if state is _CLOSED:
@@ -381,22 +379,35 @@ class HostCore:
             self.stats["embryo_closed"] += 1
 
     def _frame(self, seg: TcpSegment, path: _Path, conn: Any | None = None) -> Frame:
+        """The Frame of one emitted segment. A super-segment (the engine's
+        `seg.gso` > 0, or a payload longer than one wire packet) is cut at
+        min(seg.gso, path MSS - this header's options): the path MSS is
+        min(our MTU's MSS, the connection's send_mss, i.e. the peer's MSS
+        option; RFC 6691: options not counted)."""
         n = len(seg.payload)
         wire = 0
-        if path.offload and n > 536:
-            # Per-packet payload: min(our MTU's MSS, the peer's MSS option),
-            # the connection's send_mss (RFC 6691: options not counted);
-            # build_frame takes off this header's options for the GSO size.
+        if n > 536:
             wire = path.iface_mss
             peer = getattr(conn, "send_mss", None)
             if peer:
                 wire = min(wire, peer)
-        frame = build_frame(seg, path.src, path.dst, wire_mss=wire, ttl=self.ttl,
-                            ip_id=self._ip_id)
-        self._ip_id = (self._ip_id + (1 if not frame.gso_size else
-                                      -(-n // frame.gso_size))) & 0xFFFF
+        frame = build_frame(seg, path.src, path.dst, gso_size=getattr(seg, "gso", 0),
+                            wire_mss=wire, ttl=self.ttl, ip_id=self._ip_id)
+        pieces = -(-n // frame.gso_size) if frame.gso_size else 1
+        self._ip_id = (self._ip_id + pieces) & 0xFFFF
         self.stats["sent"] += 1
         return frame
+
+    def _emit(self, path: _Path, frame: Frame) -> None:
+        """Queue a frame; a super-segment for a device without offload is
+        cut here (software GSO)."""
+        if frame.gso_size and not path.offload:
+            self.stats["sw_gso"] += 1
+            for pkt in gso_split(frame):
+                self._out.append((path.iface, Frame(pkt, 0, False, frame.ip_header_len,
+                                                    frame.tcp_header_len)))
+        else:
+            self._out.append((path.iface, frame))
 
     def _no_connection(self, seg: TcpSegment, dst: bytes, src: bytes, now: float) -> None:
         flags = seg.flags

@@ -141,11 +141,13 @@ def build_frame(
     With ``gso_size > 0`` and a payload longer than that, the result is a
     super-segment Frame with a partial checksum (see frame.py); otherwise a
     complete packet. ``wire_mss`` (the MSS of the path, options not counted)
-    sets ``gso_size = wire_mss - len(options)`` instead. IPv4 packets carry DF
-    (RFC 1191 path MTU discovery)."""
+    caps it at ``wire_mss - len(options)`` so that every cut packet fits the
+    MTU (or sets it, when ``gso_size`` is 0). IPv4 packets carry DF (RFC 1191
+    path MTU discovery)."""
     opts = encode_options(seg)
     if wire_mss:
-        gso_size = wire_mss - len(opts)
+        fit = wire_mss - len(opts)
+        gso_size = min(gso_size, fit) if gso_size > 0 else fit
     payload = seg.payload
     thl = 20 + len(opts)
     tcp_len = thl + len(payload)

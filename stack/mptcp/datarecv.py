@@ -98,8 +98,11 @@ class SubflowReceiver:
     mapping it carried, then ``consume`` with the bytes TCP delivers in order.
     """
 
-    def __init__(self, csum: bool = False, *, max_records: int = 4096) -> None:
+    def __init__(self, csum: bool = False, *, max_records: int = 4096,
+                 max_pending: int = 4 << 20) -> None:
         self.csum = csum
+        self.max_pending = max_pending
+        self.dropped_bytes = 0
         self.pos = 1  # next subflow byte to consume
         self.table = RxMappingTable(max_records)
         self.cur: Mapping | None = None  # the mapping in use (64-bit DSN)
@@ -143,6 +146,12 @@ class SubflowReceiver:
         DSNs are expanded (kernel ``mptcp_expand_seq(msk->ack_seq, ...)``).
         """
         res = RxResult()
+        if self.failed is not None and len(self._pending) + len(data) > self.max_pending:
+            # a failed subflow is about to be reset or to fall back: keep a
+            # bounded backlog for the fallback case, count the rest
+            room = max(0, self.max_pending - len(self._pending))
+            self.dropped_bytes += len(data) - room
+            data = data[:room]
         self._pending += data
         if self.fallen_back:
             # after fallback the subflow is plain TCP: its bytes continue the
@@ -168,21 +177,32 @@ class SubflowReceiver:
         return False
 
     def _step(self, res: RxResult, rcv_nxt: int) -> bool:
-        """Consume from ``_pending`` with one mapping; False to stop."""
+        """Consume from ``_pending`` with one mapping, up to the next segment
+        that carried a mapping (the kernel looks at every skb's mapping);
+        False to stop."""
         rec = self.table.covering(self.pos)
-        if rec is not None and rec.mapping.fin_only:
-            # DATA_FIN-only mapping on a segment with data: note the DATA_FIN
-            # and go on with the mapping in use (get_mapping_status)
-            res.data_fins.append((rec.mapping.dsn, rec.mapping.dsn64))
-            self.table.remove(rec)
-            rec = None
-        if self.cur is None:
-            if rec is None:
-                return self._fail(res, MapError.NO_DSS, None)
-            if not self._install(res, rec, rcv_nxt):
-                return False
-        elif rec is not None:
+        new: Mapping | None = None
+        if rec is not None:
             new = rec.mapping.expanded(rcv_nxt)
+            if new.data_fin:
+                # get_mapping_status records a DATA_FIN before anything else,
+                # also on a repeated (identical) mapping
+                res.data_fins.append((new.end_dsn, True))
+            if new.fin_only:
+                # DATA_FIN-only mapping on a segment with data: go on with the
+                # mapping in use
+                self.table.remove(rec)
+                rec = new = None
+        if new is not None and new.infinite:
+            # DLL 0: the infinite mapping, whatever is in use (§3.7)
+            self.cur = None
+            return self._fail(res, MapError.INFINITE, new.dsn)
+        if self.cur is None:
+            if rec is None or new is None:
+                return self._fail(res, MapError.NO_DSS, None)
+            if not self._install(res, rec, new):
+                return False
+        elif rec is not None and new is not None:
             if new.same_as(self.cur):
                 self.table.remove(rec)
             elif rec.end - self.pos <= self.cur.end_ssn - self.pos:
@@ -193,6 +213,9 @@ class SubflowReceiver:
         cur = self.cur
         assert cur is not None
         n = min(len(self._pending), cur.end_ssn - self.pos)
+        nxt = self.table.next_start(self.pos)
+        if nxt is not None:
+            n = min(n, nxt - self.pos)
         piece = bytes(self._pending[:n])
         del self._pending[:n]
         if self.csum:
@@ -217,14 +240,9 @@ class SubflowReceiver:
                     return False
         return True
 
-    def _install(self, res: RxResult, rec: RxRecord, rcv_nxt: int) -> bool:
-        m = rec.mapping.expanded(rcv_nxt)
-        if m.infinite:
-            return self._fail(res, MapError.INFINITE, m.dsn)
+    def _install(self, res: RxResult, rec: RxRecord, m: Mapping) -> bool:
         if (m.checksum is not None) != self.csum:
-            return self._fail(res, MapError.CSUM_MISMATCH, m.dsn)  # §3.3.0 / RFC 8684 §3.3
-        if m.data_fin:
-            res.data_fins.append((m.end_dsn, True))
+            return self._fail(res, MapError.CSUM_MISMATCH, m.dsn)  # RFC 8684 §3.3
         if not m.contains_ssn(self.pos):
             # mapping starts after the first unconsumed byte, or ends before it
             return self._fail(res, MapError.BAD_MAPPING, m.dsn)

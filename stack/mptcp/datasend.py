@@ -37,7 +37,9 @@ try:
 except ImportError:  # pragma: no cover - depends on the build
     from fastpath.reference import dss_checksum, incremental_update
 
-__all__ = ["DataSender", "SubflowSender", "with_data_fin"]
+__all__ = ["DATA_FIN_RTO_MIN", "DataSender", "SubflowSender", "with_data_fin"]
+
+DATA_FIN_RTO_MIN = 0.2  # s; DATA_FIN retransmission: TCP_RTO_MIN << retries
 
 
 def with_data_fin(m: Mapping) -> Mapping:
@@ -94,10 +96,13 @@ class DataSender:
         self.fin_dsn: int | None = None  # DSN of our DATA_FIN after shutdown()
         self.fin_sent = False
         self.fin_acked = False
+        self.fin_retries = 0
+        self.fin_deadline: float | None = None
         self._reinject: deque[list[int]] = deque()
         self._subflows: dict[int, SubflowSender] = {}
         self.bytes_acked = 0
         self.bytes_reinjected = 0
+        self.retransmitted = False  # any data-level re-send (no fallback after it)
         self.ignored_acks = 0  # DATA_ACKs beyond snd_nxt (ignored, as the kernel)
 
     # -- application ---------------------------------------------------
@@ -223,6 +228,23 @@ class DataSender:
                        data_ack_len=8 if ack64 else 4)
         return m.to_dss(data_ack, ack64)
 
+    def fin_timer(self, now: float) -> bool:
+        """Arm or check the DATA_FIN retransmission timer (protocol.c
+        ``mptcp_check_data_fin_ack``: ``TCP_RTO_MIN << retries``). Call after
+        sending the DATA_FIN and on timer events; True means: send it again
+        now (a pure ACK with the DATA_FIN on every subflow)."""
+        if not self.fin_sent or self.fin_acked:
+            self.fin_deadline = None
+            return False
+        if self.fin_deadline is None:
+            self.fin_deadline = now + DATA_FIN_RTO_MIN
+            return False
+        if now < self.fin_deadline:
+            return False
+        self.fin_retries += 1
+        self.fin_deadline = now + DATA_FIN_RTO_MIN * (1 << min(self.fin_retries, 10))
+        return True
+
     # -- acknowledgements ----------------------------------------------
 
     def on_data_ack(self, value: int, ack64: bool, snd_wnd: int | None = None) -> int:
@@ -245,6 +267,7 @@ class DataSender:
         n = dsn_diff(new, self.snd_una)
         if self.fin_dsn is not None and dsn_gt(new, self.fin_dsn):
             self.fin_acked = True
+            self.fin_deadline = None
             n -= 1  # the DATA_FIN's sequence number carries no byte
         del self._buf[:n]
         self.bytes_acked += n
@@ -271,5 +294,24 @@ class DataSender:
         Returns the ranges queued."""
         ranges = self.unacked_ranges(sf)
         for start, end in ranges:
-            self._reinject.append([start, end])
+            self.requeue(start, end)
         return ranges
+
+    def requeue(self, start: int, end: int) -> None:
+        """Queue the DSN range [start, end) for sending again (also the
+        kernel's data-level retransmission timer, protocol.c
+        ``__mptcp_retrans``, which re-sends the oldest unacknowledged chunk).
+        After this the connection may no longer fall back (§3.7)."""
+        if dsn_lt(start, self.snd_una):
+            start = self.snd_una
+        if dsn_gt(end, self.snd_nxt if not self.fin_sent else self.write_seq):
+            end = self.write_seq if self.fin_sent else self.snd_nxt
+        if dsn_lt(start, end):
+            self._reinject.append([start, end])
+            self.retransmitted = True
+
+    def on_fallback_ack(self) -> int:
+        """After fallback to TCP there are no DATA_ACKs: whatever was handed
+        to the (single) subflow counts as acknowledged at the data level
+        (options.c ``mptcp_incoming_options``: snd_una = snd_nxt)."""
+        return self.on_data_ack(self.snd_nxt, True)

@@ -237,16 +237,19 @@ class MpcServer:
         flags = CAP_H | (CAP_A if self.want_csum else 0) | (CAP_C if self.deny_join_id0 else 0)
         return MpCapable(1, flags, self.local.key)
 
-    def on_third_ack(self, opts: OptionsIn) -> Mapping | None | bool:
+    def on_third_ack(self, opts: OptionsIn, payload_len: int = 0) -> Mapping | None | bool:
         """The segment completing the handshake. Returns False on fallback,
         else the implicit mapping when it carried data (MP_CAPABLE 22/24),
         else None. The kernel falls back when this segment lacks a valid
-        MP_CAPABLE with both keys (MPCapableFallbackACK), our key not echoed,
-        or a zero peer key (syncookie check, subflow.c)."""
+        MP_CAPABLE with both keys (MPCapableFallbackACK) -- 20 bytes on a
+        pure ACK, 22/24 on a segment with data (options.c strict size
+        check) --, and we also refuse our key not echoed or a zero peer key
+        (syncookie check, subflow.c)."""
         if self.fallback is not None:
             return False
         mpc = _first_mpc(parse_options(opts))
         if (mpc is None or mpc.version != 1 or mpc.receiver_key is None
+                or (mpc.data_len is not None) != (payload_len > 0)
                 or not valid_mpc_flags(mpc.flags) or mpc.receiver_key != self.local.key
                 or not mpc.sender_key):
             self.fallback = Situation.THIRD_ACK_WITHOUT_MPC
@@ -310,13 +313,24 @@ class JoinInitiator:
         return MpJoin("ack", hmac=join_ack_hmac(self.local_key, self.remote_key, self.nonce,
                                                 self.peer_nonce))
 
-    def on_segment(self, opts: OptionsIn) -> bool:
-        """A segment after our ACK: a DSS DATA_ACK is the fourth ACK (§3.2).
-        Returns True once established."""
-        if not self.established and any(
-                o.data_ack_len for o in parse_options(opts) if isinstance(o, Dss)):
+    def on_segment(self, opts: OptionsIn, at_first_byte: bool = True) -> bool:
+        """A segment from the listener after our ACK (options.c
+        ``check_fully_established``): a DSS DATA_ACK is the fourth ACK (§3.2)
+        and makes the subflow established. Before it, a segment not at the
+        listener's ISN + 1, or one without a DATA_ACK, is a protocol violation:
+        returns False (reset the subflow; never fall back)."""
+        if self.failed is not None:
+            return False
+        if self.established:
+            return True
+        if not at_first_byte:
+            self.failed = Situation.FIRST_SEGMENT_WITHOUT_DSS
+            return False
+        if any(o.data_ack_len for o in parse_options(opts) if isinstance(o, Dss)):
             self.established = True
-        return self.established
+            return True
+        self.failed = Situation.FIRST_SEGMENT_WITHOUT_DSS
+        return False
 
     @staticmethod
     def ack_retransmit_timeout(srtt: float | None) -> float:

@@ -220,6 +220,11 @@ class RxMappingTable:
             i -= 1
         return None
 
+    def next_start(self, pos: int) -> int | None:
+        """Start of the first recorded segment after ``pos``."""
+        i = bisect.bisect_right(self._starts, pos)
+        return self._starts[i] if i < len(self._starts) else None
+
     def remove(self, rec: RxRecord) -> None:
         i = bisect.bisect_left(self._starts, rec.start)
         if i < len(self._recs) and self._recs[i] is rec:

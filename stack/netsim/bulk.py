@@ -16,6 +16,7 @@ from typing import Any
 
 from stack.host.core import HostCore
 from stack.tcp.config import TcpConfig
+from stack.tcp.state import TcpState
 
 from .network import Network
 
@@ -60,6 +61,8 @@ class BulkTransfer:
         """Run both applications once (Network.run's on_step)."""
         c = self.conn
         woke = False
+        if c.state is TcpState.SYN_SENT:
+            return  # like a blocking connect(): act once it is established
         if self.sent < len(self.data) and c.send_space > 0:
             n = c.send(self.data[self.sent : self.sent + c.send_space], now)
             if n:

@@ -9,9 +9,9 @@ pure function of the hosts' and links' seeds and of the application's
 actions.
 
 Applications act between events through `on_step(now)` (called after every
-event) and stop the run with `condition()`; after `on_step` every host is
-flushed, so an app that calls `host.wake(conn, now)` gets its segments onto
-the wire at that instant.
+event) or at a chosen instant through `call_at(when, callback)`, and stop the
+run with `condition()`; after either every host is flushed, so an app that
+calls `host.wake(conn, now)` gets its segments onto the wire at that instant.
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ class Network:
         self.hosts: list[HostCore] = []
         # (id(host), iface) -> (link, far host, far iface)
         self._ports: dict[tuple[int, str], tuple[Link, HostCore, str]] = {}
-        self._events: list[tuple[float, int, HostCore, str, bytes, bool]] = []
+        # (time, seq, host, iface, packet, checksum_verified); host None: a
+        # call_at() callback in the packet slot
+        self._events: list[tuple[float, int, Any, Any, Any, bool]] = []
         self._seq = itertools.count()
         self.taps: list[Tap] = []  # see every frame a host transmits
         self.events_run = 0
@@ -95,6 +97,13 @@ class Network:
             for t, pkt, verified in link.send(frame, now):
                 heapq.heappush(self._events, (t, next(self._seq), far, far_iface, pkt, verified))
 
+    def call_at(self, when: float, callback: Callable[[float], Any]) -> None:
+        """Run `callback(now)` at virtual time `when` (an application action
+        that no packet or timer would otherwise trigger, e.g. a reader that
+        resumes); every host is flushed after it."""
+        heapq.heappush(self._events, (max(when, self.now), next(self._seq), None, None,
+                                      callback, False))
+
     def flush_all(self) -> None:
         for h in self.hosts:
             self.flush(h)
@@ -142,12 +151,18 @@ class Network:
                 self.now = t  # type: ignore[assignment]
             if take_packet:
                 _, _, host, iface, pkt, verified = heapq.heappop(events)
-                host.receive(pkt, iface, self.now, checksum_verified=verified)
+                if host is None:  # call_at
+                    pkt(self.now)
+                else:
+                    host.receive(pkt, iface, self.now, checksum_verified=verified)
             else:
                 host = due  # type: ignore[assignment]
                 host.on_timer(self.now)
             self.events_run += 1
-            self.flush(host)
+            if host is None:
+                self.flush_all()
+            else:
+                self.flush(host)
             if on_step is not None:
                 on_step(self.now)
                 self.flush_all()

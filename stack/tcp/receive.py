@@ -332,6 +332,10 @@ class ReceiveMixin:
             self._rtt_sample(max(0.0, now - self._rtt_time), now)
             self._rtt_seq = None
         cc = self.cc
+        if cc is not None and data_acked > 0:
+            # Every ACK advancing SND.UNA, before recovery ends (the controller
+            # does not grow cwnd while in recovery).
+            cc.on_ack(data_acked, self.rtt.srtt, now, before)
         if self._recover_valid and seq_gt(ack, self.recover) and not self.in_recovery:
             self._recover_valid = False
         if self.rto_recovery:
@@ -356,9 +360,7 @@ class ReceiveMixin:
                         cc.on_partial_ack(data_acked)
         else:
             self.dupacks = 0
-        if cc is not None and data_acked > 0:
-            # Every ACK advancing SND.UNA (the controller ignores it in recovery).
-            cc.on_ack(data_acked, self.rtt.srtt, now, before)
+
         # RFC 6298 §5.2/§5.3: stop the timer when all is acknowledged,
         # otherwise restart it.
         if self.snd_una == self.snd_nxt:

@@ -16,10 +16,7 @@ __all__ = ["ReceiveBuffer", "Assembler"]
 try:  # the compiled fast path
     from fastpath.reassembly import Assembler  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - depends on the build
-    try:
-        from fastpath.reference import Assembler  # type: ignore[attr-defined,no-redef]
-    except ImportError:
-        from ._assembler_fallback import Assembler  # type: ignore[no-redef]
+    from fastpath.reference import Assembler  # type: ignore[no-redef]
 
 
 class ReceiveBuffer:
@@ -60,8 +57,7 @@ class ReceiveBuffer:
         if offset == 0 and not ooo.buffered:
             self._ready += data  # fast path: in order, nothing pending
             return len(data)
-        ooo.capacity = max(limit, 1)
-        ooo.add(offset, data)
+        ooo.add(offset, data)  # bounded by its capacity (the buffer size)
         chunk = ooo.pop_contiguous()
         if chunk:
             self._ready += chunk
@@ -72,9 +68,13 @@ class ReceiveBuffer:
         return list(self._ooo.ranges()) if self._ooo.buffered else []
 
     def read(self, max_bytes: int) -> bytes:
-        n = min(max_bytes, len(self._ready))
-        out = bytes(self._ready[:n])
-        del self._ready[:n]
+        ready = self._ready
+        if max_bytes >= len(ready):
+            out = bytes(ready)  # one copy; the common case of a bulk reader
+            ready.clear()
+            return out
+        out = bytes(ready[:max_bytes])
+        del ready[:max_bytes]
         return out
 
     def read_into(self, buf: bytearray | memoryview) -> int:

@@ -111,5 +111,5 @@ def options_length(seg: TcpSegment) -> int:
     if seg.sack_blocks:
         n += 4 + 8 * len(seg.sack_blocks)
     for opt in seg.mptcp:
-        n += len(opt)
-    return (n + 3) & ~3
+        n += (len(opt) + 3) & ~3  # each padded to 32 bits
+    return n

@@ -248,8 +248,12 @@ class TransmitMixin:
                 self._emit_range(out, ns.seq, ns.length, now, retransmit=True)
                 self.high_rxt = seq_max(self.high_rxt, seq_add(ns.seq, ns.length))
 
-        # 4. New data.
+        # 4. New data; PSH on the last segment of the burst (the peer's GRO
+        #    delivers at once instead of waiting for more).
+        first_new = len(out)
         self._send_new_data(now, out, mss, max_seg)
+        if len(out) > first_new and out[-1].payload:
+            out[-1].flags |= PSH
         if len(out) > sent_before:
             self._arm_rtx(now)
         self._update_persist(now)
@@ -339,7 +343,7 @@ class TransmitMixin:
         if fin:
             flags |= FIN
         if n and seq_add(seq, n) == data_end:
-            flags |= PSH  # the last segment of what the application queued
+            flags |= PSH  # the last of what the application queued (RFC 9293 §3.9.1)
         seg = self._make_segment(seq, flags, now, payload)
         mss = self.effective_mss
         if n > mss:

@@ -92,42 +92,53 @@ def _add_mptcp(rec: dict[str, Any], ip: bytes, spans: Iterator[tuple[int, int]] 
         rec.setdefault("error", f"MPTCP {bad[0]['subtype']} option: {bad[0]['error']}")
 
 
-def _decode_tcp(rec: dict[str, Any], ip: bytes, pkt: CapturedPacket, link_len: int) -> None:
-    seg = parse_segment(ip, verify_checksum=False)
-    # The IP packet as it was on the wire: the snap length may have cut the
-    # capture (len still counts the payload sent), but a frame can also be
-    # shorter than its IP header says (crafted or damaged).
+def _lengths(rec: dict[str, Any], pkt: CapturedPacket, link_len: int, version: int,
+             ip_total: int, payload_offset: int) -> None:
+    """``len``, ``truncated`` and the short-frame error of a TCP record.
+
+    The snap length may have cut the capture (``len`` still counts the
+    payload that was sent), but a frame can also be shorter on the wire than
+    its IP header says (crafted or damaged): then only what was sent counts.
+    """
     on_wire = pkt.orig_len - link_len
-    ip_len = min(seg.ip_total_len, on_wire)
-    rec.update(ip=seg.version, src=_addr(seg.src), dst=_addr(seg.dst),
-               sport=seg.sport, dport=seg.dport, flags=flags_str(seg.flags),
-               seq=seg.seq, ack=seg.ack, win=seg.window,
-               len=max(0, ip_len - seg.payload_offset))
+    rec["len"] = max(0, min(ip_total, on_wire) - payload_offset)
     if pkt.truncated:
         rec["truncated"] = True
-    if on_wire < seg.ip_total_len:
-        rec["error"] = (f"IPv{seg.version} total length {seg.ip_total_len} exceeds "
+    if on_wire < ip_total:
+        rec["error"] = (f"IPv{version} total length {ip_total} exceeds "
                         f"packet length ({on_wire} bytes)")
+
+
+def _decode_tcp(rec: dict[str, Any], ip: bytes, pkt: CapturedPacket, link_len: int) -> None:
+    seg = parse_segment(ip, verify_checksum=False)
+    rec.update(ip=seg.version, src=_addr(seg.src), dst=_addr(seg.dst),
+               sport=seg.sport, dport=seg.dport, flags=flags_str(seg.flags),
+               seq=seg.seq, ack=seg.ack, win=seg.window)
+    _lengths(rec, pkt, link_len, seg.version, seg.ip_total_len, seg.payload_offset)
     if seg.options_error is not None:
         rec["options_error"] = seg.options_error
         rec["error"] = f"TCP options: {seg.options_error}"
     _add_mptcp(rec, ip, seg.mptcp_spans, seg.flags)
 
 
-def _decode_cut_tcp(rec: dict[str, Any], ip: bytes) -> None:
-    """Salvage a TCP segment whose options the snap length cut: the fixed
-    header and every option that was captured whole (RFC 9293 §3.1-3.2)."""
+def _decode_cut_tcp(rec: dict[str, Any], ip: bytes, pkt: CapturedPacket,
+                    link_len: int) -> None:
+    """Salvage a TCP segment whose options the capture cut: the fixed header
+    and every option that was captured whole (RFC 9293 §3.1-3.2). ``rec``
+    already holds the error."""
     hdr, tcp = parse_ip(ip, verify=False, allow_truncated=True)
     if hdr.proto != 6 or len(tcp) < 20:
         return
     sport, dport, seq, ack, off, fl, win, _csum, _urg = _TCP_FIXED.unpack_from(tcp, 0)
     flags = ((off & 1) << 8) | fl
     doff = (off >> 4) * 4
-    ip_len = hdr.total_length if isinstance(hdr, IPv4Header) else 40 + hdr.payload_length
-    base = len(ip) - len(tcp)  # offset of the TCP header in the packet
+    base = hdr.header_len  # offset of the TCP header in the packet
+    ip_total = hdr.total_length if isinstance(hdr, IPv4Header) else 40 + hdr.payload_length
+    error = rec["error"]
     rec.update(ip=hdr.src.version, src=str(hdr.src), dst=str(hdr.dst), sport=sport,
-               dport=dport, flags=flags_str(flags), seq=seq, ack=ack, win=win,
-               len=max(0, ip_len - base - doff), truncated=True)
+               dport=dport, flags=flags_str(flags), seq=seq, ack=ack, win=win)
+    _lengths(rec, pkt, link_len, hdr.src.version, ip_total, base + doff)
+    rec["error"] = error  # the cut options are the first fault
     spans = []
     i, end = 20, min(doff, len(tcp))
     while i < end:
@@ -213,7 +224,7 @@ def decode_packet(pkt: CapturedPacket) -> dict[str, Any]:
         rec["error"] = f"{exc.kind}: {exc}"
         if exc.kind == "truncated":
             try:
-                _decode_cut_tcp(rec, ip)
+                _decode_cut_tcp(rec, ip, pkt, offset)
             except WireError:
                 pass
     return rec
@@ -226,6 +237,8 @@ def _fmt_value(key: str, v: Any) -> str:
         return "1" if v else "0"
     if key == "flags" and isinstance(v, int):
         return f"0x{v:02x}"
+    if key == "checksum" and isinstance(v, int):
+        return f"0x{v:04x}"
     if isinstance(v, list):
         return ",".join(str(x) for x in v)
     return str(v)
@@ -275,10 +288,11 @@ def format_text(rec: dict[str, Any]) -> str:
 
 def dump(path: str, out: TextIO, err: TextIO, *, as_json: bool = False,
          count: int | None = None) -> int:
-    """Write one line per packet of the capture at ``path``; the exit status."""
+    """Write one line per packet of the capture at ``path`` ("-": standard
+    input); return the exit status."""
     emit = ((lambda r: json.dumps(r, separators=(", ", ": "))) if as_json else format_text)
     try:
-        cap = open_capture(path)
+        cap = open_capture(sys.stdin.buffer if path == "-" else path)
     except CaptureError as exc:
         err.write(f"mpstack trace dump: {path}: {exc}\n")
         return 2
@@ -309,7 +323,7 @@ def dump(path: str, out: TextIO, err: TextIO, *, as_json: bool = False,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="a pcap or pcapng capture")
+    parser.add_argument("file", help="a pcap or pcapng capture ('-' reads standard input)")
     parser.add_argument("--json", action="store_true",
                         help="one JSON object per line instead of text")
     parser.add_argument("-c", "--count", type=int, default=None, metavar="N",

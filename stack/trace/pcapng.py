@@ -38,12 +38,14 @@ class Interface:
 
     linktype: int
     snaplen: int
-    # timestamp units: ts_num/ts_den seconds per tick, kept exact as a ratio
+    # if_tsresol: one tick is 1/ts_den seconds (a power of ten; default
+    # microseconds), or 2**-ts_pow2 seconds when ts_pow2 >= 0.
     ts_den: int = 1_000_000
-    ts_pow2: int = -1  # >= 0 when the resolution is 2**-ts_pow2
-    ts_offset: int = 0  # seconds added to every timestamp
+    ts_pow2: int = -1
+    ts_offset: int = 0  # if_tsoffset: seconds added to every time stamp
 
     def to_ns(self, ticks: int) -> int:
+        """A time stamp in ticks as integer nanoseconds since the epoch."""
         if self.ts_pow2 >= 0:
             ns = (ticks * 1_000_000_000) >> self.ts_pow2
         elif self.ts_den <= 1_000_000_000:
@@ -181,8 +183,7 @@ class PcapngReader:
             caplen = min(orig_len, len(body) - 4)
             if iface.snaplen:
                 caplen = min(caplen, iface.snaplen)
-            if_id, ticks, data_off = 0, 0, 4
-            ns = 0
+            if_id, data_off, ns = 0, 4, 0
         else:
             if btype == BT_EPB:
                 if len(body) < 20:
@@ -198,8 +199,7 @@ class PcapngReader:
                 raise CaptureError(
                     f"pcapng: captured length {caplen} exceeds its block", index=index)
             iface = self._interface(if_id)
-            ticks = (hi << 32) | lo
-            ns = iface.to_ns(ticks)
+            ns = iface.to_ns((hi << 32) | lo)
         self._count = index
         data = body[data_off:data_off + caplen]
         return CapturedPacket(index, ns / 1e9, iface.linktype, data, max(orig_len, caplen),

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-try:  # the wire codecs' error hierarchy (stack/wire/errors.py)
-    from stack.wire.errors import WireError as _Base
-except ImportError:  # pragma: no cover - only while stack.wire is being written
-    _Base = ValueError  # type: ignore[misc,assignment]
+from stack.wire.errors import WireError
 
 # --- LINKTYPE_* values (https://www.tcpdump.org/linktypes.html) ---
 LINKTYPE_NULL = 0  # BSD loopback: 4-byte address family in host byte order
@@ -40,7 +37,7 @@ LINKTYPE_NAMES = {
 }
 
 
-class CaptureError(_Base):
+class CaptureError(WireError):
     """A capture file that cannot be read: bad magic, a truncated file or
     block header, an impossible record length.
 

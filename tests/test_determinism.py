@@ -33,3 +33,24 @@ def test_same_seed_same_packets(offload: bool) -> None:
     assert first[1] > 1000
     assert run_digest(11, offload=offload) == first
     assert run_digest(12, offload=offload)[0] != first[0]  # the seed matters
+
+
+def test_same_packets_across_processes() -> None:
+    """Nothing depends on the interpreter's hash seed or object addresses:
+    two fresh processes with different PYTHONHASHSEED send the same bytes."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    code = (f"import sys; sys.path.insert(0, {str(here)!r}); "
+            "from test_determinism import run_digest; print(run_digest(21, offload=True)[0])")
+    digests = []
+    for hashseed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=hashseed)
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=env, timeout=300, cwd=here.parent)
+        assert res.returncode == 0, res.stderr
+        digests.append(res.stdout.strip())
+    assert digests[0] == digests[1] == run_digest(21, offload=True)[0]

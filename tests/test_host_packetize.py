@@ -175,3 +175,48 @@ def test_gso_size_capped_so_every_packet_fits_the_mtu() -> None:
     assert all(len(p) <= 1500 for p in gso_split(frame))
     # without a path limit the engine's size is taken as it is
     assert build_frame(seg, *V4, gso_size=1000).gso_size == 1000
+
+
+def test_tshark_decodes_what_we_emit(tmp_path) -> None:
+    """Cross-check against an independent decoder: tshark reads our packets
+    with checksum validation on and finds the options where we put them."""
+    import shutil
+    import subprocess
+
+    if shutil.which("tshark") is None:
+        pytest.skip("tshark not installed")
+    from stack.trace.pcap import PcapWriter
+
+    segs = [
+        (SYN_TEMPLATE, V4),
+        (dataclasses.replace(SYN_TEMPLATE, flags=SYN | ACK, ack=5, mptcp=(MPC,)), V6),
+        (dataclasses.replace(DATA_TEMPLATE, sack_blocks=((3000, 4000), (5000, 6000))), V4),
+        (dataclasses.replace(DATA_TEMPLATE, flags=ACK | FIN, payload=b""), V6),
+    ]
+    path = tmp_path / "emit.pcap"
+    w = PcapWriter(str(path))
+    for i, (seg, addrs) in enumerate(segs):
+        w.write(build_frame(seg, *addrs, ip_id=i).data, float(i))
+    w.close()
+    fields = ["tcp.checksum.status", "tcp.seq_raw", "tcp.ack_raw", "tcp.flags", "tcp.len",
+              "tcp.options.mss_val", "tcp.options.wscale.shift", "tcp.options.sack_perm",
+              "tcp.options.timestamp.tsval", "tcp.options.sack_le", "tcp.options.mptcp.subtype"]
+    cmd = ["tshark", "-r", str(path), "-n", "-o", "tcp.check_checksum:TRUE",
+           "-o", "tcp.relative_sequence_numbers:FALSE", "-T", "fields", "-E", "separator=|"]
+    for f in fields:
+        cmd += ["-e", f]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    rows = [dict(zip(fields, line.split("|"), strict=True)) for line in res.stdout.splitlines()]
+    assert len(rows) == len(segs)
+    for row, (seg, _) in zip(rows, segs, strict=True):
+        assert row["tcp.checksum.status"] == "1"  # good
+        assert int(row["tcp.seq_raw"]) == seg.seq and int(row["tcp.flags"], 16) == seg.flags
+        assert int(row["tcp.len"]) == len(seg.payload)
+        assert row["tcp.options.mss_val"] == (str(seg.mss) if seg.mss is not None else "")
+        if seg.wscale is not None:
+            assert row["tcp.options.wscale.shift"] == str(seg.wscale)
+        assert bool(row["tcp.options.sack_perm"]) == seg.sack_permitted
+        assert row["tcp.options.timestamp.tsval"] == str(seg.ts[0])
+    assert rows[2]["tcp.options.sack_le"] == "3000,5000"  # both left edges, absolute
+    assert rows[1]["tcp.options.mptcp.subtype"] == "0"  # MP_CAPABLE

@@ -309,3 +309,116 @@ def test_group_factory_through_make_congestion():
     a = make_congestion(g.subflow, 1460)
     b = make_congestion(g.subflow, 1400)
     assert isinstance(a, Lia) and g.members == [a, b] and b.mss == 1400
+
+
+# ------------------------------------------- the goals on the real TCP engine
+# Independent TCP connections whose controllers share one CoupledGroup (what
+# MPTCP subflows will do, via TcpConfig.congestion = group.subflow), over the
+# in-memory links in virtual time: 8 Mbit/s, 25 ms each way, drop-tail queue of
+# one bandwidth-delay product. Bulk senders that never run dry; goodput is
+# measured from 5 s to 35 s of virtual time. ~10 s of real time in all.
+
+RATE, DELAY = 8e6, 0.025
+QUEUE = int(RATE * 2 * DELAY / 8)  # 50 KB = 1 BDP
+_ZEROS = memoryview(bytes(1 << 20))
+
+
+class _Bulk:
+    """Client connections send forever; the server reads and counts."""
+
+    def __init__(self, net, client, server):
+        self.net, self.client, self.server = net, client, server
+        self.flows: list[list] = []  # [conn, listener, accepted, bytes received]
+
+    def add(self, addr: str, congestion) -> None:
+        from stack.tcp.config import TcpConfig
+
+        port = 5001 + len(self.flows)
+        listener = self.server.listen(None, port)
+        conn = self.client.connect(
+            addr, port, self.net.now, config=TcpConfig(congestion=congestion)
+        )
+        self.flows.append([conn, listener, None, 0])
+
+    def step(self, now: float) -> None:
+        for f in self.flows:
+            conn = f[0]
+            if conn.state.name == "ESTABLISHED" and conn.send_space > 0:
+                if conn.send(_ZEROS[: conn.send_space], now):
+                    self.client.wake(conn, now)
+            if f[2] is None:
+                f[2] = f[1].accept()
+            peer = f[2]
+            if peer is not None and peer.readable:
+                while chunk := peer.recv(1 << 20):
+                    f[3] += len(chunk)
+                self.server.wake(peer, now)
+
+    def goodput(self, t0: float = 5.0, t1: float = 35.0) -> list[float]:
+        """Mbit/s of each flow between t0 and t1."""
+        self.net.run(until=t0, on_step=self.step)
+        start = [f[3] for f in self.flows]
+        self.net.run(until=t1, on_step=self.step)
+        return [(f[3] - s) * 8 / (t1 - t0) / 1e6 for f, s in zip(self.flows, start, strict=True)]
+
+
+def _paths(seed: int, rates: list[float]) -> _Bulk:
+    """Client and server joined by one link pair per rate; path i is
+    10.{i+1}.0.1 -> 10.{i+1}.0.2."""
+    host = pytest.importorskip("stack.host")
+    netsim = pytest.importorskip("stack.netsim")
+    rng = random.Random(seed)
+    client = host.HostCore(random.Random(rng.getrandbits(64)), name="client")
+    server = host.HostCore(random.Random(rng.getrandbits(64)), name="server")
+    net = netsim.Network(random.Random(rng.getrandbits(64)))
+    for i, rate in enumerate(rates):
+        client.add_interface(f"eth{i}", 1500, [f"10.{i + 1}.0.1/24"])
+        server.add_interface(f"eth{i}", 1500, [f"10.{i + 1}.0.2/24"])
+        links = [
+            netsim.Link(
+                rate_bps=rate,
+                delay=DELAY,
+                queue_limit_bytes=QUEUE,
+                rng=random.Random(rng.getrandbits(64)),
+            )
+            for _ in range(2)
+        ]
+        net.connect(client, f"eth{i}", server, f"eth{i}", *links)
+    return _Bulk(net, client, server)
+
+
+@pytest.mark.slow
+def test_engine_goal2_shared_bottleneck():
+    bulk = _paths(1, [RATE])
+    group = CoupledGroup("lia")
+    bulk.add("10.1.0.2", group.subflow)
+    bulk.add("10.1.0.2", group.subflow)
+    bulk.add("10.1.0.2", "newreno")
+    g = bulk.goodput()
+    assert 1 / 1.25 <= (g[0] + g[1]) / g[2] <= 1.25, g
+    assert sum(g) > 0.9 * RATE / 1e6  # and the link stays busy
+
+
+@pytest.mark.slow
+def test_engine_goal1_two_disjoint_paths():
+    bulk = _paths(2, [RATE, RATE / 2])
+    group = CoupledGroup("lia")
+    bulk.add("10.1.0.2", group.subflow)
+    bulk.add("10.2.0.2", group.subflow)
+    both = sum(bulk.goodput())
+    alone = _paths(2, [RATE])
+    alone.add("10.1.0.2", "newreno")
+    best = alone.goodput()[0]
+    assert both >= 0.9 * best, (both, best)
+    assert both > 1.3 * best  # with no competition it uses both paths
+
+
+@pytest.mark.slow
+def test_engine_goal3_balance_congestion():
+    bulk = _paths(3, [RATE, RATE])
+    group = CoupledGroup("lia")
+    bulk.add("10.1.0.2", group.subflow)
+    bulk.add("10.2.0.2", group.subflow)
+    bulk.add("10.1.0.2", "newreno")  # competes on path 1 only
+    g = bulk.goodput()
+    assert g[1] / (g[0] + g[1]) >= 2 / 3, g

@@ -323,7 +323,9 @@ def test_two_subflow_connection_dialogue_in_option_bytes():
     rng = random.Random(8684)
     creg, sreg = TokenRegistry(), TokenRegistry()
     ckm, skm = creg.allocate(rng), sreg.allocate(rng)
-    wire = lambda opts: [o.emit() for o in opts]  # noqa: E731
+
+    def wire(opts):
+        return [o.emit() for o in opts]
 
     # MP_CAPABLE handshake
     c = MpcClient(ckm)

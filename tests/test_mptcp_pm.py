@@ -223,3 +223,12 @@ def test_remove_addr_packs_at_most_eight_ids():
     opts = remove_addr_options(SendRemoveAddr(tuple(range(1, 11))))
     assert [o.addr_ids for o in opts] == [tuple(range(1, 9)), (9, 10)]
     assert opts[1].emit() == bytes.fromhex("1e0540090a")
+
+
+def test_closing_a_routed_subflow_by_its_actual_source_frees_the_pair():
+    pm = client(locals_=(C1,), limits=PmLimits(subflows=1))
+    pm.on_fully_established(0.0)
+    pm.on_data_acked(0.0)
+    assert pm.on_add_addr(ep(1, S2), 0.0)[1] == OpenSubflow(None, ep(1, S2), PORT)
+    pm.on_subflow_closed(C2, 1)  # the host reports the source routing chose
+    assert pm.extra_subflows == 0 and pm._opened == set()

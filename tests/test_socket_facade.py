@@ -11,6 +11,7 @@ import errno
 import hashlib
 import itertools
 import os
+import random
 import selectors
 import socket
 import sys
@@ -22,14 +23,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.topology import Topology, can_run  # noqa: E402
-
-pytestmark = [pytest.mark.root, pytest.mark.interop,
-              pytest.mark.skipif(can_run() is not None, reason=str(can_run()))]
-
 import stack  # noqa: E402
 from stack import socket as ssock  # noqa: E402
 from stack.tcp.state import TcpState  # noqa: E402
+from tools.topology import Topology, can_run  # noqa: E402
 
 _ports = itertools.count(6000)
 K4, S4, K6, S6 = "10.1.0.1", "10.1.0.2", "fd00:1::1", "fd00:1::2"
@@ -37,6 +34,9 @@ K4, S4, K6, S6 = "10.1.0.1", "10.1.0.2", "fd00:1::1", "fd00:1::2"
 
 @pytest.fixture(scope="module")
 def topo():
+    """TUN tests skip without root here; the virtual-link tests at the end run anywhere."""
+    if can_run() is not None:
+        pytest.skip(str(can_run()))
     with Topology(1) as t:
         yield t
 
@@ -342,6 +342,8 @@ def test_recv_timeout(topo: Topology, host: stack.Host) -> None:
 
 
 def test_host_close_stops_everything() -> None:
+    if can_run() is not None:
+        pytest.skip(str(can_run()))
     with Topology(1) as topo:
         h = stack.Host.tun(topo.path.spec(), netns=topo.ns)
         with pytest.raises(OSError) as info:  # single queue: a second host cannot attach
@@ -373,3 +375,62 @@ def test_socket_dropped_without_close_is_closed_by_gc(topo: Topology, host: stac
     assert got == 100_000
     kconn.close()
     srv.close()
+
+
+# ------------------------------------------------------- virtual links (no root)
+def test_virtual_hosts_transfer_over_a_shaped_link() -> None:
+    """Host.virtual: the same facade over in-memory links in real time."""
+    a, b = stack.Host.virtual(rate_bps=200e6, delay=0.002, rng=random.Random(7))
+    try:
+        assert a.running and not a.offload
+        srv = b.create_server(("", 80))
+        data = os.urandom(2_000_000)
+        digest: list[bytes] = []
+
+        def server() -> None:
+            conn, peer = srv.accept()
+            assert peer[0] == "10.1.0.1"
+            h = hashlib.sha256()
+            while chunk := conn.recv(1 << 20):
+                h.update(chunk)
+            conn.sendall(h.digest())
+            conn.close()
+            digest.append(h.digest())
+
+        t = threading.Thread(target=server)
+        t.start()
+        t0 = time.monotonic()
+        c = a.create_connection(("10.1.0.2", 80), timeout=10)
+        c.sendall(data)
+        c.shutdown(ssock.SHUT_WR)
+        assert c.recv(100) == hashlib.sha256(data).digest()
+        assert c.wait_closed(5)
+        elapsed = time.monotonic() - t0
+        assert elapsed > len(data) * 8 / 200e6  # the link's rate holds in real time
+        c.close()
+        t.join(5)
+    finally:
+        a.close()
+        b.close()
+    assert not a.loop.running
+
+
+def test_virtual_refused_and_ipv6() -> None:
+    a, b = stack.Host.virtual(paths=2)
+    try:
+        with a.socket(ssock.AF_INET6) as s:
+            s.settimeout(5)
+            with pytest.raises(ConnectionRefusedError):
+                s.connect(("fd00:2::2", 9))
+        with b.socket(ssock.AF_INET6) as ls:
+            ls.bind(("fd00:2::2", 9))
+            ls.listen()
+            with a.create_connection(("fd00:2::2", 9), timeout=5) as c:
+                conn, _ = ls.accept()
+                assert c.getsockname()[0] == "fd00:2::1"  # the path-2 address
+                c.sendall(b"over path 2")
+                assert conn.recv(100) == b"over path 2"
+                conn.close()
+    finally:
+        a.close()
+        b.close()

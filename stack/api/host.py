@@ -78,11 +78,21 @@ class Host:
 
     def __init__(self, core: HostCore, devices: dict[str, TunDevice], *,
                  tap: Tap | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 loop: Any = None) -> None:
+        """Join `core` to its TUN `devices` with a new EventLoop (started here),
+        or to a shared driver `loop` (e.g. a VirtualLoop, started by the caller)."""
         self.core = core
         self.devices = devices
+        self._shared_loop = loop is not None
+        if loop is None:
+            loop = EventLoop(core, devices, clock=clock, on_turn=self._on_turn, tap=tap)
+        else:
+            clock = loop.clock
+            loop.hooks.append(self._on_turn)
+            loop.users += 1
         self.clock = clock
-        self.loop = EventLoop(core, devices, clock=clock, on_turn=self._on_turn, tap=tap)
+        self.loop = loop
         self.lock: threading.RLock = self.loop.lock
         self.cond: threading.Condition = self.loop.cond
         # TcpConnection / Listener -> its socket, and sockets bound but not yet
@@ -92,7 +102,8 @@ class Host:
         self._bound: weakref.WeakValueDictionary[int, Socket] = weakref.WeakValueDictionary()
         self._orphans: list[Socket] = []  # dropped without close(), see _defer_close
         self._closed = False
-        self.loop.start()
+        if not self._shared_loop:
+            self.loop.start()
 
     # ------------------------------------------------------------ creation
     @classmethod
@@ -122,6 +133,23 @@ class Host:
                 dev.close()
             raise
         return cls(core, devices, tap=tap)
+
+    @classmethod
+    def virtual(cls, paths: int = 1, *, rng: random.Random | None = None, mtu: int = 1500,
+                offload: bool = False, links: list[dict[str, Any]] | None = None,
+                **link_kw: Any) -> tuple[Host, Host]:
+        """Two hosts joined by in-memory links run in real time (no TUN, no
+        root): path p joins `v<p>` of A (10.<p>.0.1, fd00:<p>::1) and B
+        (10.<p>.0.2, fd00:<p>::2); `link_kw` (rate_bps, delay, loss, ...) or one
+        dict per path in `links` shape the links (see stack.netsim.Link)."""
+        from stack.api.virtual import VirtualLoop, virtual_cores
+
+        net, a, b = virtual_cores(paths, rng=rng, mtu=mtu, offload=offload, links=links,
+                                  **link_kw)
+        loop = VirtualLoop(net)
+        hosts = (cls(a, {}, loop=loop), cls(b, {}, loop=loop))
+        loop.start()
+        return hosts
 
     # ---------------------------------------------------------------- API
     def socket(self, family: int = AF_INET, type: int = SOCK_STREAM, proto: int = 0) -> Socket:
@@ -157,7 +185,7 @@ class Host:
 
     @property
     def offload(self) -> bool:
-        return all(d.offload for d in self.devices.values())
+        return all(i.offload for i in self.core.interfaces.values())
 
     def close(self, timeout: float = 10.0) -> None:
         """Close every socket, let connections deliver what they hold (up to
@@ -182,7 +210,11 @@ class Host:
                 self.loop.kick()
             self._closed = True
             self.cond.notify_all()
-        self.loop.stop()
+            if self._shared_loop:
+                self.loop.hooks.remove(self._on_turn)
+                self.loop.users -= 1
+        if not self._shared_loop or self.loop.users == 0:
+            self.loop.stop()
         for dev in self.devices.values():
             dev.close()
 

@@ -120,8 +120,10 @@ def _join_reset(mib: str, reason: int = RST_EMPTCP) -> Decision:
     return Decision(Action.RESET, reason, mib=mib)
 
 
-def decide(situation: Situation, ctx: Context = Context()) -> Decision:  # noqa: B008
+def decide(situation: Situation, ctx: Context | None = None) -> Decision:
     """The action for ``situation`` (table in linux-mptcp-v1.md §2.2)."""
+    if ctx is None:
+        ctx = Context()
     s = situation
     if s is Situation.SYNACK_WITHOUT_MPC:
         return Decision(Action.FALLBACK, mib="MPCapableFallbackSYNACK")

@@ -24,6 +24,7 @@ Both tables are plain-Python twins of the planned ``fastpath.dssmap``.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from stack.mptcp.dsn import MASK32, MASK64, dsn_add, expand, expand32
@@ -135,7 +136,7 @@ class TxMappingTable:
     def __len__(self) -> int:
         return len(self._maps)
 
-    def __iter__(self):  # noqa: ANN204 - plain iterator
+    def __iter__(self) -> Iterator[Mapping]:
         return iter(list(self._maps))
 
     def add(self, m: Mapping) -> None:

@@ -335,6 +335,8 @@ class PathManager:
     def on_subflow_closed(self, local: Address | str | None, remote_id: int) -> None:
         """An extra subflow is gone: its slot is free again."""
         key = (None if local is None else ip_address(local), remote_id)
+        if key not in self._opened:
+            key = (None, remote_id)  # opened with "routing picks the source"
         self._opened.discard(key)
         self.extra_subflows = max(0, self.extra_subflows - 1)
 

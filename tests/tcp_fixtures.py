@@ -117,6 +117,12 @@ class Pipe:
 
     delay: float = 0.01
     drop: Callable[[int, TcpSegment], bool] | None = None
+    # Optional chaos: with probability `reorder` a segment is delayed by up
+    # to `jitter` more; with probability `duplicate` it is delivered twice.
+    rng: random.Random | None = None
+    reorder: float = 0.0
+    jitter: float = 0.02
+    duplicate: float = 0.0
     now: float = 0.0
     log: list[tuple[float, int, TcpSegment]] = field(default_factory=list)
     queue: list[tuple[float, int, int, TcpSegment]] = field(default_factory=list)
@@ -130,8 +136,15 @@ class Pipe:
                 self.log.append((self.now, d, seg))
                 if self.drop is not None and self.drop(d, seg):
                     continue
-                self._n += 1
-                self.queue.append((self.now + self.delay, self._n, d, seg))
+                copies, delay = 1, self.delay
+                if self.rng is not None:
+                    if self.rng.random() < self.duplicate:
+                        copies = 2
+                    if self.rng.random() < self.reorder:
+                        delay += self.rng.random() * self.jitter
+                for _ in range(copies):
+                    self._n += 1
+                    self.queue.append((self.now + delay, self._n, d, seg))
 
     def step(self, a: TcpConnection, b: TcpConnection) -> bool:
         """Advance to the next event; False when nothing is left to do."""

@@ -8,6 +8,7 @@ import ipaddress
 import random
 
 import pytest
+from fastpath.checksum import internet_checksum
 from fastpath.segment import parse_segment
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -134,6 +135,20 @@ def test_malformed_counted(packet: bytes, kind: str) -> None:
     host.receive(packet, "eth0", 0.0)
     assert host.transmit() == []
     assert host.stats[kind] == 1
+    assert_no_state(host)
+
+
+def test_ipv4_fragments_dropped() -> None:
+    host = make_host()
+    for flags_offset in (b"\x20\x00", b"\x00\xb9", b"\x40\x01"):  # MF; offset; DF+offset
+        data = bytearray(build_frame(SYN_SEG, PEER4, US4).data)
+        data[6:8] = flags_offset
+        data[10:12] = b"\x00\x00"
+        data[10:12] = internet_checksum(bytes(data[:20])).to_bytes(2, "big")
+        host.receive(bytes(data), "eth0", 0.0)
+    # the parser refuses fragments (not reassembled: our peers send DF and do
+    # path MTU discovery, RFC 1191 / RFC 9293 §3.7.2)
+    assert host.transmit() == [] and host.stats["malformed_not_tcp"] == 3
     assert_no_state(host)
 
 
@@ -410,3 +425,78 @@ def test_super_segments_cut_in_software_without_offload(offload: bool) -> None:
         assert all(f.gso_size == 0 and len(f.data) <= 1500 for f in frames)
         assert all(parse_segment(f.data).tcp_checksum_ok for f in frames)
         assert sum(parse_segment(f.data).payload_len for f in frames) == 10_000
+
+
+def two_hosts(ab_loss: float = 0.0):
+    from stack.netsim import Link, Network
+
+    a, b = make_host(1), HostCore(random.Random(2), name="peer")
+    b.add_interface("eth0", 1500, ["10.0.0.1/24", "fd00::1/64"])
+    net = Network(random.Random(3))
+    net.connect(a, "eth0", b, "eth0", Link(delay=0.01, loss=ab_loss), Link(delay=0.01))
+    return net, a, b
+
+
+def test_connection_refused_over_the_network() -> None:
+    engine()
+    import errno
+
+    net, a, b = two_hosts()
+    conn = a.connect("fd00::1", 9, 0.0)
+    assert net.run_until(lambda: conn.state.name == "CLOSED", timeout=1.0)
+    assert conn.error == errno.ECONNREFUSED
+    assert b.stats["no_listener_rst"] == 1 and a.connections == []
+    assert net.now == pytest.approx(0.02)  # one round trip
+
+
+def test_connect_times_out_and_is_forgotten() -> None:
+    engine()
+    import errno
+
+    net, a, b = two_hosts(ab_loss=1.0)
+    conn = a.connect("10.0.0.1", 80, 0.0)
+    assert net.run_until(lambda: conn.state.name == "CLOSED", timeout=1000.0)
+    assert conn.error == errno.ETIMEDOUT
+    assert net.link(a, "eth0").stats.lost == 1 + conn.config.syn_retries  # SYN + retries
+    assert a.connections == [] and a.next_deadline() is None
+
+
+def test_simultaneous_open_meets_in_the_tables() -> None:
+    engine()
+    net, a, b = two_hosts()
+    ca = a.connect("10.0.0.1", 2000, 0.0, local_port=1000)
+    cb = b.connect("10.0.0.2", 1000, 0.0, local_port=2000)
+    assert net.run_until(lambda: ca.state.name == cb.state.name == "ESTABLISHED", timeout=5.0)
+    ca.send(b"ping", net.now)
+    a.wake(ca, net.now)
+    assert net.run_until(lambda: cb.readable == 4, timeout=1.0)
+    assert cb.recv(10) == b"ping"
+    assert a.stats["no_listener_rst"] == b.stats["no_listener_rst"] == 0
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(syns=st.lists(st.tuples(
+    st.integers(1, 65535), _u32, st.integers(0, 0x1FF), st.integers(0, 65535),
+    st.none() | st.integers(0, 65535), st.none() | st.integers(0, 255), st.booleans(),
+    st.none() | st.tuples(_u32, _u32), st.binary(max_size=40)), min_size=1, max_size=30))
+def test_syn_flood_of_odd_syns_stays_within_the_backlog(syns) -> None:
+    engine()
+    host = make_host()
+    lst = host.listen(None, 80, backlog=8)
+    t = 0.0
+    for sport, seq, flags, window, mss, ws, sok, ts, payload in syns:
+        seg = TcpSegment(sport, 80, seq, 0, (flags | SYN) & ~(ACK | RST), window, mss, ws, sok,
+                         ts, (), (), payload)
+        t += 0.01
+        host.receive(build_frame(seg, PEER4, US4).data, "eth0", t)
+        for out in emitted(host):
+            assert out.flags & (SYN | ACK) == SYN | ACK or out.flags & RST
+        assert len(host.table) <= 8 and len(lst.syn_queue) <= 8
+    # unanswered SYN,ACKs are retried, then the embryos give up and vanish
+    for _ in range(200):
+        d = host.next_deadline()
+        if d is None:
+            break
+        host.on_timer(d)
+        emitted(host)
+    assert len(host.table) == 0 and not lst.syn_queue

@@ -24,10 +24,12 @@ from stack.mptcp.fallback import (
     Situation,
     allow_infinite_fallback,
     decide,
+    fastclose_valid,
+    rst_options,
 )
 from stack.mptcp.mapping import Mapping
 from stack.trace.pcap import ip_payload, open_capture
-from stack.wire.mptcp import Dss, MpCapable, MpFail, parse_mptcp
+from stack.wire.mptcp import Dss, MpCapable, MpFail, MpFastclose, parse_mptcp
 
 IDSN = 0xE8A134FF18C4F936  # client IDSN of kernel-2subflows.pcap
 PCAPS = Path(__file__).resolve().parents[2] / "shared" / "pcaps" / "kernel"
@@ -553,3 +555,17 @@ def test_failed_subflow_backlog_is_bounded():
     sf.fall_back()
     res = sf.consume(b"", dr.rcv_nxt)
     assert res.chunks == [(IDSN + 1, b"x" * 60 + b"y" * 40)]
+
+
+def test_reset_options_and_fastclose_check():
+    d = decide(Situation.JOIN_UNKNOWN_TOKEN)
+    assert [o.emit() for o in rst_options(d)] == [bytes.fromhex("1e048001")]  # the probe's RST
+    d = decide(Situation.MAPPING_ERROR, Context(map_error=MapError.BAD_CSUM, csum_enabled=True,
+                                                 valid_csum_seen=True, subflows=2))
+    opts = rst_options(d, fail_dsn=IDSN + 1, transient=True)
+    assert [type(o).__name__ for o in opts] == ["MpFail", "MpTcpRst"]
+    assert opts[1].emit() == bytes.fromhex("1e048106")
+    with pytest.raises(ValueError):
+        rst_options(decide(Situation.SYNACK_WITHOUT_MPC))
+    assert fastclose_valid(MpFastclose(0x1234), 0x1234)
+    assert not fastclose_valid(MpFastclose(0x1235), 0x1234)

@@ -49,6 +49,8 @@ def test_zero_key_and_zero_nonce_are_redrawn():
 def test_allocate_reserves_a_token_and_bind_makes_it_joinable():
     reg = TokenRegistry()
     km = reg.allocate(Script(KEY_A))
+    key, token, idsn = km
+    assert (key, token, idsn) == (KEY_A, 0x66840DDA, 0xF5A101D3D29D6F72)
     assert km.token == 0x66840DDA and km.token in reg and len(reg) == 1
     assert reg.lookup(km.token) is None  # reserved, not yet joinable
     conn = object()

@@ -434,3 +434,14 @@ def test_virtual_refused_and_ipv6() -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_layering_import_stack_stays_cheap() -> None:
+    """`import stack` and the core load neither the facade nor the TUN driver."""
+    import subprocess
+
+    code = ("import sys, stack, stack.host, stack.tcp.connection\n"
+            "bad = [m for m in sys.modules if m.startswith(('stack.api', 'tun'))]\n"
+            "assert not bad, bad\n"
+            "stack.Host; assert 'stack.api.host' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

@@ -197,3 +197,61 @@ def test_pipe_is_deterministic() -> None:
 def test_pipe_fixture_sanity() -> None:
     pipe = Pipe(delay=0.5)
     assert pipe.now == 0.0 and not pipe.queue
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_both_ways_at_once_through_chaos(seed: int) -> None:
+    """Loss, reordering and duplication both ways, data both ways at once,
+    both sides close; every byte arrives and both reach CLOSED."""
+    import random
+
+    rng = random.Random(seed)
+    configs = [
+        cfg(),
+        cfg(sack=True, timestamps=True, window_scaling=True, rcvbuf=200000),
+        cfg(sack=True, timestamps=True, max_segment=60000),
+        cfg(nodelay=True, rcvbuf=5000, sndbuf=3000),
+        cfg(congestion="cubic", sack=True, timestamps=True, delayed_ack=0),
+        cfg(sack=True, timestamps=True, time_wait=5.0),
+    ]
+    c = configs[seed % len(configs)]
+    a, b, pipe = pair(c, c, iss_a=rng.getrandbits(32), iss_b=rng.getrandbits(32))
+    pipe.rng, pipe.reorder, pipe.duplicate = rng, 0.2, 0.03
+    pipe.drop = lambda d, s: rng.random() < 0.03
+    da, db = payload(150_000, seed), payload(120_000, seed + 100)
+    got_a, got_b = bytearray(), bytearray()
+    sent = [0, 0]
+
+    def done() -> bool:
+        for i, (conn, data) in enumerate(((a, da), (b, db))):
+            if sent[i] < len(data):
+                sent[i] += conn.send(memoryview(data)[sent[i]:], pipe.now)
+                if sent[i] == len(data):
+                    conn.shutdown_write(pipe.now)
+        while a.readable:
+            got_a.extend(a.recv(1 << 20))
+        while b.readable:
+            got_b.extend(b.recv(1 << 20))
+        return a.state is TcpState.CLOSED and b.state is TcpState.CLOSED
+
+    pipe.run(a, b, done, limit=2000)
+    assert bytes(got_b) == da and bytes(got_a) == db
+    assert a.error is None and b.error is None
+
+
+def test_rto_retransmission_skips_sacked_data() -> None:
+    conn = established(cfg(sack=True), sack=True, rtt=0.1)
+    d = payload(10 * MSS)
+    conn.send(d, 0.1)
+    conn.poll_transmit(0.1)
+    base = ISS + 1
+    # Two SACKed segments are not enough to call segment 0 lost (RFC 6675 IsLost).
+    sacked = ((base + 2 * MSS, base + 4 * MSS),)
+    assert feed(conn, 0.2, seq=IRS + 1, ack=base, sack_blocks=sacked) == []
+    assert not conn.in_recovery
+    t = conn.next_deadline()
+    assert t is not None
+    assert fire(conn, t) == [seg_of(d, 0)]
+    # cwnd 2 MSS after the ACK: segment 1, then segment 4 (2 and 3 are SACKed).
+    segs = feed(conn, t + 0.1, seq=IRS + 1, ack=base + MSS, sack_blocks=sacked)
+    assert segs == [seg_of(d, 1), seg_of(d, 4)]

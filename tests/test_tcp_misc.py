@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tcp_fixtures import (
     IN,
     IRS,
@@ -152,3 +154,83 @@ def test_options_length_and_flags_str() -> None:
     assert options_length(out(ts=(1, 2), sack_blocks=((1, 2), (3, 4), (5, 6)))) == 40
     assert options_length(out()) == 0
     assert flags_str(SYN | ACK) == "S." and flags_str(RST) == "R"
+
+
+_near = st.integers(-70000, 70000)
+
+
+@st.composite
+def _segments(draw: st.DrawFn) -> dict[str, object]:
+    return dict(
+        seq_off=draw(_near),
+        ack_off=draw(_near),
+        flags=draw(st.integers(0, 0xFF)),
+        window=draw(st.integers(0, 0xFFFF)),
+        length=draw(st.sampled_from([0, 0, 1, 100, 1460, 3000])),
+        ts=draw(st.none() | st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1))),
+        sack=draw(st.lists(st.tuples(_near, _near), max_size=4)),
+        dt=draw(st.sampled_from([0.0, 0.001, 0.05, 0.5, 5.0])),
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    setup=st.sampled_from(["established", "fin_wait", "close_wait", "syn_received", "syn_sent"]),
+    options=st.booleans(),
+    segs=st.lists(_segments(), max_size=25),
+)
+def test_random_segments_never_crash(setup: str, options: bool, segs: list) -> None:  # type: ignore[type-arg]
+    """Bad input gives a drop, an ACK or a state change, never an exception;
+    the sequence variables stay ordered and the buffers bounded."""
+    c = cfg(sack=options, timestamps=options, window_scaling=options, rcvbuf=20000)
+    if setup == "syn_sent":
+        conn = TcpConnection.connect(c, LOCAL, REMOTE, ISS, 0.0)
+        conn.poll_transmit(0.0)
+    elif setup == "syn_received":
+        syn = replace(IN, seq=IRS, flags=SYN, mss=1460, wscale=7 if options else None,
+                      sack_permitted=options, ts=(1, 0) if options else None)
+        conn = TcpConnection.accept_syn(c, LOCAL, REMOTE, syn, ISS, 0.0)
+        conn.poll_transmit(0.0)
+    else:
+        conn = established(c, sack=options, ts=(1, 0) if options else None,
+                           wscale=7 if options else None)
+        conn.send(payload(30000), 0.0)
+        conn.poll_transmit(0.0)
+        if setup == "fin_wait":
+            conn.shutdown_write(0.0)
+        elif setup == "close_wait":
+            feed(conn, 0.0, seq=IRS + 1, ack=ISS + 1, flags=ACK | FIN)
+    now = 0.0
+    for s in segs:
+        now += s["dt"]
+        seg = replace(
+            IN,
+            seq=(conn.rcv_nxt + s["seq_off"]) % 2**32,
+            ack=(conn.snd_una + s["ack_off"]) % 2**32,
+            flags=s["flags"],
+            window=s["window"],
+            ts=s["ts"],
+            sack_blocks=tuple(((conn.snd_una + lo) % 2**32, (conn.snd_una + hi) % 2**32)
+                              for lo, hi in s["sack"]),
+            payload=bytes(s["length"]),
+        )
+        conn.on_segment(seg, now)
+        conn.on_timer(now)
+        for o in conn.poll_transmit(now):
+            assert 0 <= o.window <= 0xFFFF
+            assert len(o.payload) <= max(conn.effective_mss, 1460)
+        assert (conn.snd_nxt - conn.snd_una) % 2**32 < 2**31
+        assert conn.readable + conn.rcvbuf.out_of_order <= 20000 + (1 << conn.rcv_wscale)
+        conn.recv(5000)
+        deadline = conn.next_deadline()
+        assert deadline is None or deadline >= now - 1e-9 or conn.state is TcpState.CLOSED
+
+
+def test_write_and_read_sequence_numbers() -> None:
+    conn = established()
+    assert conn.write_seq == ISS + 1
+    conn.send(b"abc", 0.0)
+    assert conn.write_seq == ISS + 4
+    feed(conn, 0.1, seq=IRS + 1, ack=ISS + 1, payload=b"xyz", flags=ACK | FIN)
+    assert conn.read_seq == IRS + 1
+    assert conn.recv(2) == b"xy" and conn.read_seq == IRS + 3

@@ -20,6 +20,7 @@ import enum
 from dataclasses import dataclass
 
 from stack.mptcp.datarecv import MapError
+from stack.wire.mptcp import MpFail, MpFastclose, MpTcpRst, MptcpSuboption
 
 __all__ = [
     "Action",
@@ -35,6 +36,8 @@ __all__ = [
     "allow_infinite_fallback",
     "subflow_can_fallback",
     "decide",
+    "fastclose_valid",
+    "rst_options",
 ]
 
 # MP_TCPRST reason codes (RFC 8684 §3.6)
@@ -175,3 +178,23 @@ def _mapping_error(ctx: Context) -> Decision:
     if not allowed:
         return Decision(Action.RESET, RST_EMPTCP, mib="DssCorruptionReset")
     return Decision(Action.FALLBACK, deliver=True, mib="DssFallback")
+
+
+def rst_options(d: Decision, *, fail_dsn: int | None = None,
+                transient: bool = False) -> list[MptcpSuboption]:
+    """MPTCP options for the RST of a RESET decision: MP_FAIL first when a
+    checksum failure caused it (they may share a RST, options.c), then
+    MP_TCPRST with the reason (§3.6; T flag for transient errors)."""
+    if d.action is not Action.RESET:
+        raise ValueError(f"not a reset: {d.action}")
+    out: list[MptcpSuboption] = []
+    if fail_dsn is not None:
+        out.append(MpFail(fail_dsn))
+    out.append(MpTcpRst(1 if transient else 0, d.rst_reason or RST_UNSPECIFIED))
+    return out
+
+
+def fastclose_valid(opt: MpFastclose, local_key: int) -> bool:
+    """An MP_FASTCLOSE is honoured only when it carries our own key (§3.5;
+    protocol.c checks ``msk->local_key == mp_opt.rcvr_key``)."""
+    return opt.receiver_key == local_key

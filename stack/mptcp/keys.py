@@ -15,8 +15,7 @@ kernel falls back the same way when the token table refuses it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from stack.mptcp.crypto import key_idsn_v1, key_token_v1
 
@@ -43,9 +42,9 @@ class TokenExhausted(Exception):
     """No unique token could be allocated (registry full or repeated collisions)."""
 
 
-@dataclass(frozen=True, slots=True)
-class KeyMaterial:
-    """A key with its derived token and initial data sequence number (§3.1)."""
+class KeyMaterial(NamedTuple):
+    """A key with its derived token and initial data sequence number (§3.1);
+    a tuple, so ``key, token, idsn = registry.allocate(rng)`` works."""
 
     key: int
     token: int

@@ -43,6 +43,3 @@ class TcpConfig:
     # Persist timer bounds (RFC 9293 §3.8.6.1).
     persist_min: float = 0.2
     persist_max: float = 60.0
-
-    def segment_limit(self) -> int:
-        return self.max_segment if self.max_segment and self.max_segment > self.mss else self.mss

@@ -30,7 +30,7 @@ from .rtt import RttEstimator
 from .segment import ACK, RST, TcpSegment
 from .sendbuf import SendBuffer
 from .seq import MASK32, seq_add, seq_gt
-from .state import TcpState
+from .state import SENDING, TcpState
 from .stats import TcpStats
 from .transmit import TransmitMixin
 
@@ -237,9 +237,19 @@ class TcpConnection(ReceiveMixin, TransmitMixin):
 
     @property
     def send_space(self) -> int:
-        if self.fin_queued or self.state not in _SEND_OPEN:
+        if self.fin_queued or self.state not in SENDING:
             return 0
         return self.sndbuf.space
+
+    @property
+    def write_seq(self) -> int:
+        """Sequence number the next byte given to :meth:`send` will get."""
+        return self.sndbuf.end
+
+    @property
+    def read_seq(self) -> int:
+        """Sequence number of the next byte :meth:`recv` will return."""
+        return seq_add(self.rcv_nxt, -(self.rcvbuf.readable + (1 if self.fin_received else 0)))
 
     @property
     def eof_received(self) -> bool:
@@ -281,7 +291,7 @@ class TcpConnection(ReceiveMixin, TransmitMixin):
         (EPIPE) or a connection error."""
         if self.error is not None:
             raise OSError(self.error, errno.errorcode.get(self.error, "error"))
-        if self.fin_queued or self.state not in _SEND_OPEN:
+        if self.fin_queued or self.state not in SENDING:
             raise OSError(errno.EPIPE, "connection is closing for sending")
         return self.sndbuf.write(data)
 
@@ -467,9 +477,6 @@ class TcpConnection(ReceiveMixin, TransmitMixin):
         )
 
 
-_SEND_OPEN = frozenset(
-    {TcpState.SYN_SENT, TcpState.SYN_RECEIVED, TcpState.ESTABLISHED, TcpState.CLOSE_WAIT}
-)
 _KEEPALIVE_STATES = frozenset(
     {TcpState.ESTABLISHED, TcpState.CLOSE_WAIT, TcpState.FIN_WAIT_2}
 )

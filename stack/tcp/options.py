@@ -12,6 +12,7 @@ __all__ = [
     "ts_offset_from_iss",
     "ts_ticks",
     "SackGenerator",
+    "ts_older",
 ]
 
 MAX_WSCALE = 14  # RFC 7323 §2.3

@@ -24,6 +24,8 @@ __all__ = ["ReceiveMixin"]
 
 S = TcpState
 _DUP_THRESH = 3
+# RFC 9293 §3.10.7.4 seventh step: states that accept segment text.
+_TEXT_STATES = frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2})
 
 
 class ReceiveMixin:
@@ -418,18 +420,14 @@ class ReceiveMixin:
         """RFC 9293 §3.10.7.4 seventh (text) and eighth (FIN) steps."""
         payload = seg.payload
         state = self.state
-        if payload and state in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2):
+        if payload and state in _TEXT_STATES:
             self._receive_data(data_seq, payload, now)
         if seg.flags & FIN:
             fin_seq = seq_add(data_seq, len(payload))
             rel = seq_diff(fin_seq, self.rcv_nxt)
             if rel == 0:
                 self._on_fin(now)
-            elif 0 < rel < self._rcv_wnd() and state in (
-                S.ESTABLISHED,
-                S.FIN_WAIT_1,
-                S.FIN_WAIT_2,
-            ):
+            elif 0 < rel < self._rcv_wnd() and state in _TEXT_STATES:
                 self._ooo_fin = fin_seq  # FIN beyond a hole: wait for the data
                 self._ack_now = True
 

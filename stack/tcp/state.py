@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["TcpState", "SYNCHRONIZED", "RECEIVING", "SENDING"]
+__all__ = ["TcpState", "SYNCHRONIZED", "SENDING"]
 
 
 class TcpState(enum.Enum):
@@ -35,10 +35,6 @@ SYNCHRONIZED = frozenset(
         TcpState.LAST_ACK,
         TcpState.TIME_WAIT,
     }
-)
-# States in which segment text is accepted (RFC 9293 §3.10.7.4, seventh step).
-RECEIVING = frozenset(
-    {TcpState.SYN_RECEIVED, TcpState.ESTABLISHED, TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2}
 )
 # States in which the application may still queue data to send.
 SENDING = frozenset(

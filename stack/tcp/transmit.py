@@ -208,9 +208,8 @@ class TransmitMixin:
                 if not seq_lt(start, end):
                     self.high_rxt = self.recover
                     break
-                pipe = max(0, seq_diff(start, self.snd_una))
-                if sb is not None:
-                    pipe = max(0, pipe - sb.sacked_bytes)
+                # In flight now: what this pass retransmitted (less SACKed).
+                pipe = max(0, seq_diff(start, self.snd_una) - self._sacked_below(start))
                 room = cwnd - pipe
                 if room < mss and pipe > 0:
                     break
@@ -309,6 +308,18 @@ class TransmitMixin:
         unsent = max(0, seq_diff(self.sndbuf.end, self.snd_nxt))
         wnd_left = self.snd_wnd - seq_diff(self.snd_nxt, self.snd_una)
         return max(0, min(unsent, wnd_left))
+
+    def _sacked_below(self: TcpConnection, seq: int) -> int:
+        """SACKed bytes between SND.UNA and ``seq``."""
+        sb = self.scoreboard
+        if sb is None:
+            return 0
+        total = 0
+        for lo, hi in sb.ranges():
+            if not seq_lt(lo, seq):
+                break
+            total += seq_diff(seq_min(hi, seq), lo)
+        return total
 
     def _next_unsacked(self: TcpConnection, start: int, limit: int) -> tuple[int, int]:
         """The first un-SACKed range at or after ``start`` and below ``limit``."""

@@ -193,6 +193,11 @@ def _u32(b: bytes, off: int) -> int:
     return int.from_bytes(b[off : off + 4], "big")
 
 
+# IPv6 extension headers skipped on the way to TCP (RFC 8200 section 4,
+# RFC 4302 AH, RFC 6564 uniform format: mobility, HIP, shim6).
+IPV6_EXT_HEADERS = frozenset({0, 43, 44, 51, 60, 135, 139, 140})
+
+
 def _ext_fits(end: int, total: int, n: int) -> None:
     if end > total:
         raise ParseError("bad_header", "IPv6 extension header beyond payload length")
@@ -229,11 +234,18 @@ def _ip_layer(p: bytes) -> tuple[int, int, int, int, bytes, bytes, bool]:
         total = 40 + _u16(p, 4)
         nh, t = p[6], 40
         while nh != 6:
-            if nh not in (0, 43, 44, 60):
+            if nh not in IPV6_EXT_HEADERS:
                 raise ParseError("not_tcp", "IPv6 next header is not TCP")
-            # the fixed 8 bytes first, then the length the header gives itself
+            # the fixed 8 bytes first, then the length the header gives itself:
+            # fragment 8, AH (RFC 4302 section 2.2) 4-octet units minus 2, the
+            # others (RFC 8200 section 4, RFC 6564) 8-octet units beyond the first
             _ext_fits(t + 8, total, n)
-            hl = 8 if nh == 44 else (p[t + 1] + 1) * 8
+            if nh == 44:
+                hl = 8
+            elif nh == 51:
+                hl = (p[t + 1] + 2) * 4
+            else:
+                hl = (p[t + 1] + 1) * 8
             _ext_fits(t + hl, total, n)
             if nh == 44 and _u16(p, t + 2) & 0xFFF9:
                 raise ParseError("not_tcp", "IPv6 fragment")

@@ -179,12 +179,22 @@ cdef Segment _parse(const unsigned char* p, Py_ssize_t n, bint verify):
         nh = p[6]
         t = 40
         while nh != 6:
-            if nh == 0 or nh == 43 or nh == 60 or nh == 44:
+            # Hop-by-hop 0, routing 43, destination options 60 and the
+            # RFC 6564 uniform-format headers (mobility 135, HIP 139, shim6
+            # 140) count 8-octet units beyond the first; fragment 44 is 8
+            # octets; AH 51 counts 4-octet units minus 2 (RFC 4302 section 2.2).
+            if (nh == 0 or nh == 43 or nh == 60 or nh == 44 or nh == 51
+                    or nh == 135 or nh == 139 or nh == 140):
                 if t + 8 > total:
                     _fail("bad_header", "IPv6 extension header beyond payload length")
                 if t + 8 > n:
                     _fail("truncated", "IPv6 extension header cut short")
-                hl = 8 if nh == 44 else (p[t + 1] + 1) * 8
+                if nh == 44:
+                    hl = 8
+                elif nh == 51:
+                    hl = (p[t + 1] + 2) * 4
+                else:
+                    hl = (p[t + 1] + 1) * 8
                 if t + hl > total:
                     _fail("bad_header", "IPv6 extension header beyond payload length")
                 if t + hl > n:

@@ -15,7 +15,7 @@ from ipaddress import IPv4Address
 
 from stack.tcp.config import TcpConfig
 from stack.tcp.connection import TcpConnection
-from stack.tcp.segment import ACK, SYN, TcpSegment
+from stack.tcp.segment import ACK, SYN, TcpSegment, options_length
 from stack.tcp.seq import seq_add
 from stack.tcp.state import TcpState
 
@@ -131,6 +131,12 @@ class Pipe:
     def pump(self, a: TcpConnection, b: TcpConnection) -> None:
         for d, conn in ((0, a), (1, b)):
             for seg in conn.poll_transmit(self.now):
+                # Every packet fits: options <= 40 bytes, payload + options
+                # <= MSS per wire packet (super-segments cut at seg.gso).
+                opt = options_length(seg)
+                assert opt <= 40, seg
+                per_packet = seg.gso if seg.gso else len(seg.payload)
+                assert per_packet + opt <= conn.send_mss, (seg, conn.send_mss)
                 # Copy the payload: the wire would have serialised it by now.
                 seg = replace(seg, payload=bytes(seg.payload))
                 self.log.append((self.now, d, seg))

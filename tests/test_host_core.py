@@ -65,6 +65,13 @@ def test_syn_to_closed_port_gets_rst_ack(src: bytes, dst: bytes) -> None:
     assert_no_state(host)
 
 
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_any_bytes_like_packet(kind) -> None:
+    host = make_host()
+    host.receive(kind(build_frame(SYN_SEG, PEER4, US4).data), "eth0", 0.0)
+    assert emitted(host) == [TcpSegment(80, 5555, 0, 1001, RST | ACK, 0)]
+
+
 def test_ack_to_closed_port_gets_rst_at_its_ack() -> None:
     host = make_host()
     out = feed(host, TcpSegment(5555, 80, 1000, 777777, ACK | PSH, 100, payload=b"hello"))
@@ -208,12 +215,7 @@ def test_listen_port_conflicts_and_ephemeral() -> None:
 
 # --- the engine behind the host -------------------------------------------------
 
-def engine():
-    return pytest.importorskip("stack.tcp.connection")
-
-
 def test_syn_creates_embryo_and_handshake_completes_to_accept_queue() -> None:
-    engine()
     host = make_host()
     lst = host.listen(None, 80, backlog=4)
     out = feed(host, SYN_SEG, now=1.0)
@@ -230,7 +232,6 @@ def test_syn_creates_embryo_and_handshake_completes_to_accept_queue() -> None:
 
 
 def test_backlog_bounds_syn_and_accept_queues() -> None:
-    engine()
     host = make_host()
     lst = host.listen(None, 80, backlog=2)
     synacks = [feed(host, dataclasses.replace(SYN_SEG, sport=p)) for p in (1001, 1002, 1003)]
@@ -249,7 +250,6 @@ def test_backlog_bounds_syn_and_accept_queues() -> None:
 
 
 def test_connect_then_rst_removes_connection() -> None:
-    engine()
     host = make_host()
     conn = host.connect("10.0.0.1", 80, 0.0)
     (syn,) = emitted(host)
@@ -263,7 +263,6 @@ def test_connect_then_rst_removes_connection() -> None:
 
 
 def test_connect_source_selection_and_port_reuse() -> None:
-    engine()
     host = make_host()
     c1 = host.connect("fd00::1", 443, 0.0, local_port=40000)
     assert host.path_of(c1).src == US6
@@ -329,7 +328,6 @@ _u32 = st.integers(0, 2**32 - 1)
     st.lists(st.tuples(_u32, _u32), max_size=3).map(tuple), st.binary(max_size=64)),
     min_size=1, max_size=6))
 def test_random_segments_on_an_established_connection_never_raise(segs) -> None:
-    engine()
     from stack.netsim import Network
 
     client, server = make_host(1), HostCore(random.Random(2), name="peer")
@@ -357,7 +355,6 @@ def test_random_segments_on_an_established_connection_never_raise(segs) -> None:
 
 
 def test_poll_events_tell_the_facade_what_changed() -> None:
-    engine()
     from stack.netsim import Link, Network
 
     client, server = make_host(1), HostCore(random.Random(2), name="peer")
@@ -438,7 +435,6 @@ def two_hosts(ab_loss: float = 0.0):
 
 
 def test_connection_refused_over_the_network() -> None:
-    engine()
     import errno
 
     net, a, b = two_hosts()
@@ -450,7 +446,6 @@ def test_connection_refused_over_the_network() -> None:
 
 
 def test_connect_times_out_and_is_forgotten() -> None:
-    engine()
     import errno
 
     net, a, b = two_hosts(ab_loss=1.0)
@@ -462,7 +457,6 @@ def test_connect_times_out_and_is_forgotten() -> None:
 
 
 def test_simultaneous_open_meets_in_the_tables() -> None:
-    engine()
     net, a, b = two_hosts()
     ca = a.connect("10.0.0.1", 2000, 0.0, local_port=1000)
     cb = b.connect("10.0.0.2", 1000, 0.0, local_port=2000)
@@ -480,7 +474,6 @@ def test_simultaneous_open_meets_in_the_tables() -> None:
     st.none() | st.integers(0, 65535), st.none() | st.integers(0, 255), st.booleans(),
     st.none() | st.tuples(_u32, _u32), st.binary(max_size=40)), min_size=1, max_size=30))
 def test_syn_flood_of_odd_syns_stays_within_the_backlog(syns) -> None:
-    engine()
     host = make_host()
     lst = host.listen(None, 80, backlog=8)
     t = 0.0
@@ -500,3 +493,19 @@ def test_syn_flood_of_odd_syns_stays_within_the_backlog(syns) -> None:
         host.on_timer(d)
         emitted(host)
     assert len(host.table) == 0 and not lst.syn_queue
+
+
+def test_close_listener_resets_what_was_not_accepted() -> None:
+    host = make_host()
+    lst = host.listen(None, 80)
+    sa = feed(host, SYN_SEG)[0]  # will complete the handshake
+    feed(host, TcpSegment(5555, 80, 1001, (sa.seq + 1) & 0xFFFFFFFF, ACK, 502,
+                          ts=(2, sa.ts[0])))
+    feed(host, dataclasses.replace(SYN_SEG, sport=6666))  # stays an embryo
+    assert lst.pending == 1 and len(lst.syn_queue) == 1
+    host.close_listener(lst, 1.0)
+    rsts = emitted(host)
+    assert sorted(s.dport for s in rsts) == [5555, 6666]
+    assert all(s.flags & RST for s in rsts)
+    assert_no_state(host)
+    assert feed(host, dataclasses.replace(SYN_SEG, sport=7777))[0].flags == RST | ACK  # closed

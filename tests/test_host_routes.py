@@ -107,7 +107,6 @@ def test_multihomed_connection_leaves_through_its_source_interface() -> None:
     address to the server's eth0 address goes out on eth1 (its source's
     interface) although eth0 is on-link for the destination; the server's
     answers, from its eth0 address, leave through its eth0."""
-    pytest.importorskip("stack.tcp.transmit")
     from stack.netsim import Network
     from stack.netsim.bulk import BulkTransfer
 

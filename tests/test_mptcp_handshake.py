@@ -32,6 +32,10 @@ from stack.mptcp.pm import (
     add_addr_option,
     verify_add_addr,
 )
+from stack.tcp.config import TcpConfig
+from stack.tcp.connection import TcpConnection
+from stack.tcp.segment import ACK as F_ACK
+from stack.tcp.segment import SYN as F_SYN
 from stack.trace.pcap import ip_payload, open_capture
 from stack.wire.mptcp import Dss, MpCapable, MpJoin, parse_mptcp
 
@@ -514,3 +518,144 @@ def test_add_addr_without_hmac_or_id_reuse_is_not_used():
     adds = [parse_mptcp(o) for _, opts in pkts for o in opts if o[2] >> 4 == 3]
     assert [a.addr_id for a in adds] == [2, 2]
     assert all(verify_add_addr(a, SKEY, CKEY) is None for a in adds)  # v0: no HMAC
+
+
+# -- through the real TCP engine's `upper` hook --------------------------------
+
+
+class _Upper:
+    """One end of a single-subflow MPTCP connection: the building blocks glued
+    to a real ``TcpConnection`` through its ``upper`` hook (on_options /
+    write_options), the way docs/MPTCP-DESIGN.md describes it."""
+
+    def __init__(self, km, server: bool) -> None:
+        self.km, self.server = km, server
+        self.hs = None if server else MpcClient(km)
+        self.tx = self.dr = self.sf = None
+        self.rx = SubflowReceiver()
+
+    def _ready(self) -> None:
+        self.tx = DataSender(self.km.idsn, initial_window=64000)
+        self.dr = DataReceiver(self.hs.remote.idsn + 1)
+        self.sf = self.tx.subflow(1)
+
+    def on_options(self, conn, seg) -> None:
+        opts = parse_options(seg.mptcp)
+        rel = (seg.seq - conn.irs) & 0xFFFFFFFF
+        if self.server:
+            if seg.flags & F_SYN and not seg.flags & F_ACK:
+                self.hs = MpcServer.from_syn(self.km, opts)
+                return
+            if self.tx is None:  # the segment completing the handshake
+                m = self.hs.on_third_ack(opts, len(seg.payload))
+                assert m is not False
+                self._ready()
+                if m is not None:
+                    self.rx.note(rel, len(seg.payload), m)
+                return
+        else:
+            if seg.flags & F_SYN:
+                assert self.hs.on_synack(opts)
+                self._ready()
+                return
+            assert self.hs.on_segment(opts, rel == 1)
+        for o in opts:
+            if isinstance(o, Dss):
+                if o.data_ack_len:
+                    self.tx.on_data_ack(o.data_ack, o.data_ack_len == 8, conn.snd_wnd)
+                fin = self.rx.note(rel, len(seg.payload), o)
+                if fin is not None:
+                    self.dr.on_data_fin(fin.dsn, fin.dsn64)
+            elif isinstance(o, MpCapable) and o.data_len is not None:
+                self.rx.note(rel, len(seg.payload), Mapping.from_mpc(o, self.hs.remote.idsn))
+
+    def write_options(self, conn, seg) -> tuple[bytes, ...]:
+        if seg.flags & F_SYN:
+            opt = self.hs.synack_option() if self.server else self.hs.syn_option()
+            return (opt.emit(),)
+        rel = (seg.seq - conn.iss) & 0xFFFFFFFF
+        if not self.server:
+            m = self.sf.mapping_at(rel) if seg.payload else None
+            mpc = self.hs.option_for(rel, m)
+            if mpc is not None:  # third ACK, or MP_CAPABLE with the first data
+                return (mpc.emit(),)
+        d = self.tx.dss_for(self.sf, rel, len(seg.payload), self.dr.data_ack,
+                            self.dr.use_64bit_ack)
+        return (d.emit(),)
+
+    def pump(self, conn, now) -> None:
+        """Scheduler of one subflow: mappings of one effective MSS each."""
+        while self.tx is not None and conn.send_space >= conn.effective_mss:
+            got = self.tx.next_mapping(self.sf, conn.effective_mss)
+            if got is None:
+                break
+            conn.send(got[1], now)
+
+    def drain(self, conn) -> None:
+        data = conn.recv(1 << 20)
+        if data and self.dr is not None:
+            res = self.rx.consume(data, self.dr.rcv_nxt)
+            assert res.error is None
+            self.dr.on_result(res)
+
+
+def test_single_subflow_mptcp_over_the_tcp_engine():
+    rng = random.Random(1)
+    cfg = TcpConfig(mss=1460, rcvbuf=64000, sndbuf=64000, timestamps=False, sack=False,
+                    window_scaling=False, nodelay=True)
+    c_addr, s_addr = (ip_address("198.18.1.1"), 40000), (ip_address("198.18.1.2"), 5202)
+    cu, su = _Upper(key_material(rng.getrandbits(64)), False), _Upper(
+        key_material(rng.getrandbits(64)), True)
+    c = TcpConnection.connect(cfg, c_addr, s_addr, 1000, 0.0, upper=cu)
+    c.reserved_option_bytes = 28  # DSS with 64-bit ACK and DSN (+2 padding)
+    (syn,) = c.poll_transmit(0.0)
+    assert syn.mptcp == (bytes.fromhex("1e040101"),)
+    s = TcpConnection.accept_syn(cfg, s_addr, c_addr, syn, 5000, 0.0, upper=su)
+    s.reserved_option_bytes = 28
+    msg_c = bytes(rng.randrange(256) for _ in range(20_000))
+    msg_s = bytes(rng.randrange(256) for _ in range(7_000))
+    now, sent = 0.0, False
+    wire_log: list = []
+    for _ in range(200):
+        now += 0.001
+        if cu.tx is not None and not sent:
+            cu.tx.write(msg_c)
+            cu.tx.shutdown()
+            sent = True
+        if su.tx is not None and su.tx.fin_dsn is None and su.dr.fin_received:
+            su.tx.write(msg_s)
+            su.tx.shutdown()
+        for up, a, b in ((cu, c, s), (su, s, c)):
+            up.pump(a, now)
+            for seg in a.poll_transmit(now):
+                wire_log.append((a is s, seg.flags, list(parse_options(seg.mptcp))))
+                b.on_segment(seg, now)
+                (su if b is s else cu).drain(b)
+        if su.tx is not None and su.tx.fin_dsn is not None and su.tx.all_acked \
+                and cu.tx.all_acked:
+            break
+    assert cu.hs.fully_established and su.hs.fully_established
+    assert su.dr.read() == msg_c and su.dr.fin_received
+    assert cu.dr.read() == msg_s and cu.dr.fin_received
+    assert cu.tx.all_acked and su.tx.all_acked
+    # what a kernel peer insists on (linux-mptcp-v1.md §2.1): every server
+    # segment after the SYN/ACK carries a DSS DATA_ACK; the client's first
+    # segments carry MP_CAPABLE, never a DSS, until it saw one
+    server_segs = [opts for srv, flags, opts in wire_log if srv and not flags & F_SYN]
+    assert server_segs and all(
+        len(o) == 1 and isinstance(o[0], Dss) and o[0].data_ack_len for o in server_segs)
+    client = [opts[0] for srv, flags, opts in wire_log if not srv and not flags & F_SYN]
+    assert isinstance(client[0], MpCapable) and client[0].data_len == 1432  # seq ISN+1
+    first_dss = next(i for i, o in enumerate(client) if isinstance(o, Dss))
+    assert all(isinstance(o, Dss) for o in client[first_dss:])  # no loss: no MPC repeats
+
+
+def test_client_option_for_follows_the_kernels_isn_plus_one_rule():
+    c = client()
+    c.on_synack([SYNACK])
+    m = Mapping(c.local.idsn + 1, 1, 100)
+    assert c.option_for(1, None).emit() == THIRD  # third ACK (and its repeats)
+    assert c.option_for(1, m).length == 22  # first data
+    assert c.option_for(101, None) is None and c.option_for(101, Mapping(7, 101, 5)) is None
+    c.on_segment([J_4TH], True)  # any DSS DATA_ACK
+    assert c.option_for(1, m) is None

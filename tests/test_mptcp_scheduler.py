@@ -9,6 +9,7 @@ from stack.mptcp.scheduler import (
     MinRtt,
     Redundant,
     RoundRobin,
+    StaleTracker,
     SubflowState,
     candidates,
     is_stale,
@@ -102,3 +103,13 @@ def test_min_rtt_fills_the_fast_path_first_in_a_toy_run():
         flight[got[0].id] += MSS
         picks.append(got[0].id)
     assert picks == [1] * 10 + [2] * 10
+
+
+def test_stale_tracker_marks_after_four_rtos_and_recovers():
+    t = StaleTracker()
+    assert [t.on_rto() for _ in range(5)] == [False, False, False, True, False]
+    assert t.stale
+    s = MinRtt()
+    flows = [sf(1, 0.01, stale=t.stale), sf(2, 0.1)]
+    assert ids(s.select(flows)) == [2]
+    assert t.on_progress() and not t.stale and not t.on_progress()

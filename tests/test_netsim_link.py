@@ -191,3 +191,28 @@ def test_network_rejects_unknown_or_double_attachment() -> None:
     with pytest.raises(ValueError):
         net.connect(c, "eth9", b, "eth0")
     assert net.run() is False  # nothing to do: idle
+
+
+def test_router_forwards_by_longest_prefix() -> None:
+    from stack.netsim import Router
+
+    r = Router()
+    for name in ("a", "b", "c"):
+        r.add_interface(name)
+    r.add_route("10.0.0.0/8", "a")
+    r.add_route("10.1.0.0/16", "b")
+    r.add_route("::/0", "c")
+    with pytest.raises(ValueError):
+        r.add_route("10.2.0.0/16", "nope")
+    pkt = packet(100)  # to 10.0.0.2
+    r.receive(pkt, "c", 0.0)
+    r.receive(pkt[:12] + pkt[12:16] + bytes([10, 1, 2, 3]) + pkt[20:], "c", 0.0)
+    r.receive(pkt[:12] + pkt[12:16] + bytes([11, 1, 2, 3]) + pkt[20:], "c", 0.0)
+    r.receive(b"\x45", "c", 0.0)
+    out = r.transmit()
+    assert [name for name, _ in out] == ["a", "b"]
+    assert out[0][1].data == pkt  # forwarded unchanged
+    assert r.stats == {"forwarded": 2, "no_route": 1, "malformed": 1}
+    v6 = b"\x60" + bytes(39)
+    r.receive(v6, "a", 0.0)
+    assert r.transmit()[0][0] == "c"

@@ -16,8 +16,6 @@ from stack.netsim import Link, Network
 from stack.netsim.bulk import BulkTransfer
 from stack.tcp.config import TcpConfig
 
-pytest.importorskip("stack.tcp.transmit")
-
 MB = 1_000_000
 
 
@@ -229,3 +227,52 @@ def test_capture_is_clean_for_tshark(tmp_path) -> None:
     assert count("_ws.malformed || _ws.expert.severity == error") == 0
     assert count("tcp.analysis.retransmission || tcp.analysis.fast_retransmission") > 0
     assert count("tcp.flags.syn == 1") == 2 and count("tcp.flags.reset == 1") == 0
+
+
+def test_two_flows_share_a_bottleneck_behind_a_router() -> None:
+    """Two clients, one router, one server behind a 20 Mbit/s link with a 60 kB
+    queue: both 5 MB transfers arrive intact, the link is kept busy and the
+    flows share it (when the first ends, the other has most of its data)."""
+    from stack.netsim import Router
+
+    rng = random.Random(5)
+    net = Network(random.Random(1))
+    router = Router()
+    server = HostCore(random.Random(2), name="server")
+    server.add_interface("eth0", 1500, ["10.3.0.2/24"])
+    router.add_interface("r3")
+    router.add_route("10.3.0.0/24", "r3")
+    net.connect(router, "r3", server, "eth0",
+                Link(rate_bps=20e6, delay=0.005, queue_limit_bytes=60_000, rng=random.Random(3)),
+                Link(rate_bps=100e6, delay=0.005, rng=random.Random(4)))
+    cfg = TcpConfig(time_wait=5.0)
+    xfers = []
+    for i in (1, 2):
+        client = HostCore(random.Random(10 + i), name=f"c{i}")
+        client.add_interface("eth0", 1500, [f"10.{i}.0.1/24"])
+        client.add_route("0.0.0.0/0", "eth0", f"10.{i}.0.254")
+        router.add_interface(f"r{i}")
+        router.add_route(f"10.{i}.0.0/24", f"r{i}")
+        net.connect(client, "eth0", router, f"r{i}",
+                    Link(rate_bps=100e6, delay=0.005, rng=random.Random(20 + i)),
+                    Link(rate_bps=100e6, delay=0.005, rng=random.Random(30 + i)))
+        xfers.append(BulkTransfer(net, client, server, rng.randbytes(5 * MB),
+                                  server_addr="10.3.0.2", port=5000 + i,
+                                  client_config=cfg, server_config=cfg))
+    first_done: list[list[int]] = []
+
+    def all_done() -> bool:
+        if not first_done and any(x.done() for x in xfers):
+            first_done.append([x.received_len for x in xfers])
+        return all(x.done() for x in xfers)
+
+    def step(now: float) -> None:
+        for x in xfers:
+            x.step(now)
+
+    assert net.run_until(all_done, timeout=60, on_step=step)
+    assert all(x.received == bytes(x.data) for x in xfers)
+    assert net.link(router, "r3").stats.queue_drops > 0
+    assert max(x.finished_at for x in xfers) < 4.0 / 0.8  # 10 MB at 20 Mbit/s = 4 s
+    assert min(first_done[0]) > 0.5 * 5 * MB
+    assert router.stats["forwarded"] > 10_000

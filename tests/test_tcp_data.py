@@ -245,3 +245,24 @@ def test_receive_after_wrap_with_fixture() -> None:
     assert conn.rcv_nxt == 8
     assert conn.recv(100) == b"0123456789"
     assert conn.state is TcpState.ESTABLISHED
+
+
+def test_tsecr_echoes_earliest_unacknowledged_segment() -> None:
+    """RFC 7323 §4.3: with delayed ACKs TSecr echoes the TSval of the first
+    segment the ACK covers (TS.Recent moves only when SEG.SEQ <= Last.ACK.sent)."""
+    conn = established(cfg(timestamps=True), ts=(100, 0))
+    feed(conn, 1.0, seq=IRS + 1, ack=ISS + 1, ts=(200, 0), payload=b"a" * 1000)
+    feed(conn, 1.01, seq=IRS + 1001, ack=ISS + 1, ts=(210, 0), payload=b"b" * 1000)
+    assert fire(conn, 1.04) == [out(seq=ISS + 1, ack=IRS + 2001, window=62000, ts=(1040, 200))]
+    # The next segment starts at Last.ACK.sent: TS.Recent follows it.
+    feed(conn, 1.1, seq=IRS + 2001, ack=ISS + 1, ts=(220, 0), payload=b"c")
+    assert conn.ts_recent == 220
+
+
+def test_idle_restart_window() -> None:
+    """RFC 5681 §4.1: after an idle period longer than the RTO, at most the
+    initial window leaves at once."""
+    conn = established(cfg(sndbuf=200000), window=64000)
+    conn.cc.cwnd = 40 * MSS
+    conn.send(payload(100000), 10.0)
+    assert len(conn.poll_transmit(10.0)) == 10

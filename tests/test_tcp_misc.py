@@ -234,3 +234,12 @@ def test_write_and_read_sequence_numbers() -> None:
     feed(conn, 0.1, seq=IRS + 1, ack=ISS + 1, payload=b"xyz", flags=ACK | FIN)
     assert conn.read_seq == IRS + 1
     assert conn.recv(2) == b"xy" and conn.read_seq == IRS + 3
+
+
+def test_upper_sees_syn_on_passive_open() -> None:
+    up = Recorder()
+    syn = replace(IN, seq=IRS, flags=SYN, mss=1460, mptcp=(b"\x1e\x04\x01\x00",))
+    conn = TcpConnection.accept_syn(cfg(), LOCAL, REMOTE, syn, ISS, 0.0, upper=up)
+    assert up.seen == [syn]
+    synack, = conn.poll_transmit(0.0)
+    assert synack.flags == SYN | ACK and synack.mptcp == (DSS,)

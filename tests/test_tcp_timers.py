@@ -114,3 +114,35 @@ def test_time_wait_deadline_configurable() -> None:
     assert conn.next_deadline() == pytest.approx(3.1)
     fire(conn, 3.1)
     assert conn.state is TcpState.CLOSED and conn.next_deadline() is None
+
+
+def test_persist_interval_capped() -> None:
+    conn = established(cfg(persist_max=1.0), window=0)
+    conn.send(b"x" * 100, 0.0)
+    conn.poll_transmit(0.0)
+    gaps = []
+    t = 0.0
+    for _ in range(6):
+        nxt = conn.next_deadline()
+        assert nxt is not None
+        gaps.append(round(nxt - t, 6))
+        t = nxt
+        assert len(fire(conn, t)) == 1
+    assert gaps == [0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
+    assert conn.state is TcpState.ESTABLISHED  # persist never gives up (RFC 9293 §3.8.6.1)
+
+
+def test_keepalive_waits_while_data_in_flight() -> None:
+    conn = established(cfg(keepalive=True, keepalive_idle=10.0, keepalive_interval=1.0,
+                           max_retries=100, max_rto=1.0))
+    conn.send(b"x", 0.0)
+    conn.poll_transmit(0.0)
+    # No answer at all: the RTO retransmits; keepalive does not probe meanwhile.
+    t = 0.0
+    while t < 12.0:
+        nxt = conn.next_deadline()
+        assert nxt is not None
+        t = nxt
+        for seg in fire(conn, t):
+            assert seg.payload == b"x"
+    assert conn.stats.keepalive_probes == 0

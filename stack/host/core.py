@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stack.tcp.config import TcpConfig
+from stack.tcp.connection import TcpConnection
 from stack.tcp.segment import ACK, FIN, RST, SYN, TcpSegment
 from stack.tcp.state import TcpState
 
@@ -64,14 +65,6 @@ def _martian(raw: bytes) -> bool:
         b = raw[0]
         return b == 0 or b == 127 or b >= 224
     return raw[0] == 0xFF or raw == bytes(16) or raw == bytes(15) + b"\x01"
-
-
-def _tcp_connection():
-    # Imported on first use: the engine module is large and the host's
-    # stateless paths (RST for closed ports, drops) do not need it.
-    from stack.tcp.connection import TcpConnection
-
-    return TcpConnection
 
 
 class HostCore:
@@ -295,7 +288,7 @@ class HostCore:
         iface = self.interfaces[route.iface]
         cfg = self.config_for(iface, raddr.version, config)
         iss = self.isn(src, lport, dst, remote_port, now)
-        conn = _tcp_connection().connect(cfg, (laddr, lport), (raddr, remote_port), iss, now)
+        conn = TcpConnection.connect(cfg, (laddr, lport), (raddr, remote_port), iss, now)
         self._register((src, lport, dst, remote_port), conn, iface, raddr.version)
         self._service(conn, now)
         return conn
@@ -439,7 +432,7 @@ class HostCore:
         iface = self.interfaces[route.iface]
         cfg = self.config_for(iface, laddr.version, listener.config)
         iss = self.isn(dst, seg.dport, src, seg.sport, now)
-        conn = _tcp_connection().accept_syn(cfg, (laddr, seg.dport), (raddr, seg.sport), seg,
+        conn = TcpConnection.accept_syn(cfg, (laddr, seg.dport), (raddr, seg.sport), seg,
                                             iss, now)
         self._register((dst, seg.dport, src, seg.sport), conn, iface, laddr.version, listener)
         listener.add_embryo(conn)

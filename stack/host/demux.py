@@ -86,7 +86,9 @@ class ConnTable:
                        rport: int = 0) -> int:
         """A free local port: for a connection (local, ?, remote, rport) the
         port only has to make the 4-tuple unique and not be listened on; for a
-        listener (remote None) it must be used by nothing on that address."""
+        listener (remote None) it must be used by nothing on that address.
+        RFC 6056 §3.3.2 (Algorithm 2): a random start in the ephemeral range
+        (from the host's rng), then the next free port."""
         span = EPHEMERAL_HIGH - EPHEMERAL_LOW + 1
         start = self.rng.randrange(span)
         used_local = None

@@ -170,6 +170,16 @@ class MpcClient:
         return MpCapable(1, self._flags(self.csum), mine, theirs, m.dll,
                          m.checksum if self.csum else None)
 
+    def option_for(self, seg_rel: int, m: Mapping | None) -> MpCapable | None:
+        """The MP_CAPABLE for an outgoing segment, or None (send a DSS). As
+        the kernel (options.c ``mptcp_established_options_mp``), until fully
+        established every segment starting at our ISN + 1 (``seg_rel == 1``)
+        carries MP_CAPABLE: 20 bytes on a pure ACK (the third ACK and its
+        repeats), 22/24 with the first mapping's data."""
+        if self.fully_established or self.fallback is not None or seg_rel != 1:
+            return None
+        return self.third_ack_option() if m is None else self.data_option(m)
+
     def on_segment(self, opts: OptionsIn, at_first_byte: bool) -> bool:
         """A segment from the server after the handshake (options.c
         ``check_fully_established``). ``at_first_byte``: the segment starts at

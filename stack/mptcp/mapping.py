@@ -18,7 +18,9 @@ two mappings. ``RxMappingTable`` (one per subflow, receive side) remembers the
 mapping each received segment carried, keyed by that segment's subflow range,
 so mappings of out-of-order segments are found once TCP delivers their bytes
 in order -- the kernel keeps the same information in each skb's extension.
-Both tables are plain-Python twins of the planned ``fastpath.dssmap``.
+``fastpath.dssmap.DssMap`` is the compiled SSN→DSN translation table; these
+two keep what the kernel's rules need on top of it: each mapping's identity
+(checksum, DATA_FIN, exact bounds) and the segment that carried it.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ __all__ = [
     "Redundant",
     "RoundRobin",
     "Scheduler",
+    "StaleTracker",
     "SubflowState",
     "candidates",
     "is_stale",
@@ -45,6 +46,33 @@ STALE_LOSS_CNT = 4  # net.mptcp.stale_loss_cnt
 def is_stale(consecutive_rtos: int, limit: int = STALE_LOSS_CNT) -> bool:
     """A subflow whose RTO fired ``limit`` times without progress is stale."""
     return consecutive_rtos >= limit
+
+
+@dataclass(slots=True)
+class StaleTracker:
+    """Per-subflow stale detection (pm.c ``mptcp_pm_subflow_chk_stale``): a
+    subflow whose retransmission timer fired ``limit`` times while nothing
+    new arrived from the peer is stale -- not scheduled, its data re-injected
+    elsewhere -- until it shows life again."""
+
+    limit: int = STALE_LOSS_CNT
+    rtos: int = 0
+
+    def on_rto(self) -> bool:
+        """The subflow's RTO fired; True when it just became stale."""
+        self.rtos += 1
+        return self.rtos == self.limit
+
+    def on_progress(self) -> bool:
+        """The peer acknowledged new data (or sent any); True when the
+        subflow was stale and is usable again."""
+        was = self.stale
+        self.rtos = 0
+        return was
+
+    @property
+    def stale(self) -> bool:
+        return is_stale(self.rtos, self.limit)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from .link import Link, LinkStats
 from .network import Network, SimulationLimit
+from .router import Router
 
-__all__ = ["Link", "LinkStats", "Network", "SimulationLimit"]
+__all__ = ["Link", "LinkStats", "Network", "Router", "SimulationLimit"]

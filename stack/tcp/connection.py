@@ -128,6 +128,7 @@ class TcpConnection(ReceiveMixin, TransmitMixin):
         self._recover_valid = False
         self.high_rxt = iss  # one past the highest retransmitted byte
         self._fast_rtx = False  # retransmit SND.UNA now (entering / partial ACK)
+        self._rescue_rxt: int | None = None  # RFC 6675 RescueRxt
         # --- timers: absolute deadlines or None
         self._t_rtx: float | None = None
         self._t_delack: float | None = None

@@ -409,6 +409,7 @@ class ReceiveMixin:
         self.recover = self.snd_nxt
         self._recover_valid = True
         self.high_rxt = self.snd_una
+        self._rescue_rxt = None
         self._fast_rtx = True
         self._stats.fast_retransmits += 1
         cc.on_congestion_event(now, self._flight_size())

@@ -236,15 +236,22 @@ class TransmitMixin:
                 room = cwnd - sb.pipe(self.snd_nxt, self.high_rxt)
                 if room < mss:
                     break
+                # Rule 4 (rescue retransmission) at most once per recovery:
+                # allowed while HighACK > RescueRxt.
+                rescue = self._rescue_rxt is None or seq_gt(self.snd_una, self._rescue_rxt)
                 ns = sb.next_seg(
                     self.snd_nxt,
                     self.high_rxt,
                     new_data=self._unsent_in_window(),
                     max_len=min(max_seg, max(mss, room - room % mss)),
+                    rescue=rescue,
                 )
                 if ns is None or not ns.retransmission:
                     break
                 self._emit_range(out, ns.seq, ns.length, now, retransmit=True)
+                if ns.rule == 4:
+                    self._rescue_rxt = self.recover
+                    break
                 self.high_rxt = seq_max(self.high_rxt, seq_add(ns.seq, ns.length))
 
         # 4. New data; PSH on the last segment of the burst (the peer's GRO

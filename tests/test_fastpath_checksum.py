@@ -104,6 +104,25 @@ def test_incremental_update_equals_recompute(data: bytes, draw: st.DataObject) -
     assert fast.ones_sum(changed, got) == 0xFFFF or fast.ones_sum(changed) == 0
 
 
+@given(u16, u16, u16)
+def test_incremental_update_any_words_match_reference(old: int, old_word: int, new: int) -> None:
+    # every 16-bit input, including the 0x0000/0xffff edges of RFC 1624 section 3
+    got = fast.incremental_update(old, old_word, new)
+    assert got == ref.incremental_update(old, old_word, new)
+    assert 0 <= got <= 0xFFFF
+    # HC' = ~(~HC + ~m + m') (eqn. 3): the one's-complement sums of both sides agree
+    assert ref.ones_sum(bytes(), (~got & 0xFFFF)) == ref.ones_sum(
+        (~old & 0xFFFF).to_bytes(2, "big") + (~old_word & 0xFFFF).to_bytes(2, "big"), new
+    )
+
+
+@given(u16, buffers)
+def test_tcp_checksum_any_pseudo_sum_matches_reference(pseudo: int, seg: bytes) -> None:
+    got = fast.tcp_checksum(pseudo, seg)
+    assert got == ref.tcp_checksum(pseudo, seg)
+    assert got == fast.internet_checksum(seg, pseudo)
+
+
 @given(
     st.binary(min_size=4, max_size=4),
     st.binary(min_size=4, max_size=4),

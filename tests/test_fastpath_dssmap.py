@@ -118,6 +118,12 @@ class AgreeMachine(RuleBasedStateMachine):
     def add_any(self, ssn: int, dsn: int, length: int) -> None:
         self.both("add", ssn, dsn, length)
 
+    @rule(ssn=st.sampled_from([-1, 0, M32, M32 + 1]), dsn=st.sampled_from([-1, 0, M64, M64 + 1]),
+          length=st.sampled_from([-1, 0, 1, 2**31 - 1, 2**31]))
+    def add_edges(self, ssn: int, dsn: int, length: int) -> None:
+        # out-of-range arguments: the same ValueError from both, table unchanged
+        self.both("add", ssn, dsn, length)
+
     @rule(ssn=ssn_near)
     def lookup(self, ssn: int) -> None:
         self.both("lookup", ssn)

@@ -85,6 +85,10 @@ def ipv6(
     for (t, body), nxt in zip(ext, types[1:], strict=True):
         if t == 44:
             chain += struct.pack("!BBHI", nxt, 0, 0, 0x1234)
+        elif t == 51:  # AH (RFC 4302 section 2.2): length in 4-octet units minus 2
+            body = body + b"\x00" * (-(len(body) + 2) % 4)
+            body += b"\x00" * max(0, 6 - len(body))
+            chain += struct.pack("!BB", nxt, (len(body) + 2) // 4 - 2) + body
         else:
             body = body + b"\x00" * (-(len(body) + 2) % 8)
             chain += struct.pack("!BB", nxt, (len(body) + 2) // 8 - 1) + body
@@ -223,6 +227,21 @@ def test_unparsable_inputs() -> None:
 u32 = st.integers(0, 2**32 - 1)
 
 
+def test_ipv6_ah_and_rfc6564_headers_skipped() -> None:
+    # AH counts 4-octet units minus 2 (12-byte ICV: length 4 = 24 bytes);
+    # mobility (135) uses the RFC 6564 8-octet format.
+    ext = [(51, b"\x00\x00" + b"\x11" * 4 + b"\x22" * 4 + b"\x33" * 12), (135, b"\x00" * 6)]
+    pkt = ipv6(tcp_header(options=b"\x1e\x04\x01\x81"), b"xyz", ext=ext)
+    assert pkt[40 + 1] == 4
+    s = both(pkt)
+    assert s.ip_header_len == 40 + 24 + 8 and s.tcp_checksum_ok
+    assert s.mptcp_spans == ((s.ip_header_len + 20, 4),) and bytes(s.payload) == b"xyz"
+    assert both(pkt[:40 + 20]) == "truncated"  # cut inside the AH
+    esp = bytearray(pkt)
+    esp[6] = 50  # ESP cannot be skipped: the rest is encrypted
+    assert both(bytes(esp)) == "not_tcp"
+
+
 @st.composite
 def option_bytes(draw: st.DrawFn) -> bytes:
     """A random (mostly valid) option list, padded to a multiple of 4, <= 40."""
@@ -283,7 +302,10 @@ def packets(draw: st.DrawFn) -> bytes:
             ip_options=ip_opts,
         )
     ext = draw(
-        st.lists(st.tuples(st.sampled_from([0, 43, 60, 44]), st.binary(max_size=20)), max_size=3)
+        st.lists(
+            st.tuples(st.sampled_from([0, 43, 60, 44, 51, 135, 139, 140]), st.binary(max_size=20)),
+            max_size=3,
+        )
     )
     return ipv6(
         tcp,

@@ -220,3 +220,31 @@ def test_tshark_decodes_what_we_emit(tmp_path) -> None:
         assert row["tcp.options.timestamp.tsval"] == str(seg.ts[0])
     assert rows[2]["tcp.options.sack_le"] == "3000,5000"  # both left edges, absolute
     assert rows[1]["tcp.options.mptcp.subtype"] == "0"  # MP_CAPABLE
+
+
+def test_plain_python_fallback_gives_the_same_bytes() -> None:
+    """Without the compiled fast path, packetize uses fastpath.reference and
+    emits and parses exactly the same packets."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import sys
+sys.modules["fastpath.checksum"] = None   # import fails: not built
+sys.modules["fastpath.segment"] = None
+from stack.host import packetize
+from stack.tcp.segment import TcpSegment, ACK
+import fastpath.reference as ref
+assert packetize.parse_segment is ref.parse_segment
+seg = TcpSegment(1, 2, 3, 4, ACK, 5, ts=(6, 7), sack_blocks=((8, 9),), payload=b"abc" * 999)
+f = packetize.build_frame(seg, bytes(4), bytes([1, 2, 3, 4]), wire_mss=1460)
+assert packetize.to_tcp_segment(packetize.parse_segment(f.data, False), f.data) == seg
+print(f.data.hex(), f.gso_size)
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).resolve().parent)
+    assert res.returncode == 0, res.stderr
+    seg = TcpSegment(1, 2, 3, 4, ACK, 5, ts=(6, 7), sack_blocks=((8, 9),), payload=b"abc" * 999)
+    f = build_frame(seg, bytes(4), bytes([1, 2, 3, 4]), wire_mss=1460)
+    assert res.stdout.split() == [f.data.hex(), str(f.gso_size)]

@@ -255,3 +255,23 @@ def test_rto_retransmission_skips_sacked_data() -> None:
     # cwnd 2 MSS after the ACK: segment 1, then segment 4 (2 and 3 are SACKed).
     segs = feed(conn, t + 0.1, seq=IRS + 1, ack=base + MSS, sack_blocks=sacked)
     assert segs == [seg_of(d, 1), seg_of(d, 4)]
+
+
+def test_sack_rescue_retransmission_of_the_tail() -> None:
+    """RFC 6675 NextSeg rule 4: the first and the last segment are lost; the
+    SACKs above the first make it lost (rule 1), nothing marks the last one
+    lost and there is no new data: one rescue retransmission covers it."""
+    conn = established(cfg(sack=True), sack=True, rtt=0.1)
+    d = payload(10 * MSS)
+    conn.send(d, 0.1)
+    assert len(conn.poll_transmit(0.1)) == 10
+    base = ISS + 1
+    sacked = ((base + MSS, base + 9 * MSS),)
+    # ssthresh = cwnd = FlightSize/2 = 5 MSS; pipe after the retransmission 2 MSS.
+    segs = feed(conn, 0.2, seq=IRS + 1, ack=base, sack_blocks=sacked)
+    assert segs == [seg_of(d, 0), seg_of(d, 9, last=True)]
+    assert conn.cc.ssthresh == 5 * MSS
+    # Once per recovery: a further SACK brings no second rescue.
+    assert feed(conn, 0.21, seq=IRS + 1, ack=base, sack_blocks=sacked) == []
+    feed(conn, 0.3, seq=IRS + 1, ack=base + 10 * MSS)
+    assert conn.all_acked and conn.stats.timeouts == 0

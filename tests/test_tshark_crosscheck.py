@@ -224,6 +224,9 @@ def compare_trace(path: Path, records: list[dict[str, Any]]) -> int:
         t = packets[rec["n"]]
         where = f"{path.name} frame {rec['n']}"
         if rec.get("proto") != "tcp" or "sport" not in rec:
+            # a frame mpstack does not decode as TCP must not be one where
+            # tshark finds MPTCP options
+            assert not t["mptcp"], f"{where}: tshark decodes MPTCP options, mpstack does not"
             continue
         tcp, ip = t["tcp"], t["ip"]
         fam = "ip" if rec["ip"] == 4 else "ipv6"

@@ -29,7 +29,7 @@ from .recvbuf import ReceiveBuffer
 from .rtt import RttEstimator
 from .segment import ACK, RST, TcpSegment
 from .sendbuf import SendBuffer
-from .seq import MASK32, seq_add, seq_gt
+from .seq import MASK32, seq_add, seq_diff, seq_gt
 from .state import SENDING, TcpState
 from .stats import TcpStats
 from .transmit import TransmitMixin
@@ -424,7 +424,7 @@ class TcpConnection(ReceiveMixin, TransmitMixin):
             return
         # RFC 5681 §3.1 eq. 4 (the controller), RFC 6582 §4 / RFC 6675 §5.1:
         # RecoveryPoint = HighData, leave fast recovery, retransmit from SND.UNA.
-        self.cc.on_rto(now, self._flight_size())
+        self.cc.on_rto(now, seq_diff(self.snd_nxt, self.snd_una))  # FlightSize
         self.in_recovery = False
         self.rto_recovery = True
         self.dupacks = 0

@@ -412,7 +412,8 @@ class ReceiveMixin:
         self._rescue_rxt = None
         self._fast_rtx = True
         self._stats.fast_retransmits += 1
-        cc.on_congestion_event(now, self._flight_size())
+        # RFC 5681 eq. 4 / RFC 6675 §5 (4.2): FlightSize, SACKed data included.
+        cc.on_congestion_event(now, seq_diff(self.snd_nxt, self.snd_una))
         if sb is None:
             cc.on_dupack(_DUP_THRESH)  # RFC 6582 step 3: ssthresh + 3*SMSS
 

@@ -1,6 +1,6 @@
 """The send buffer: bytes queued by the application, keyed by sequence number.
 
-A fixed-size ring (allocated once, never resized) holds the bytes from SND.UNA
+A fixed-size ring (allocated on first use, never resized) holds the bytes from SND.UNA
 onwards; transmission and retransmission read ``memoryview`` slices of it
 (zero copy unless the range straddles the end of the ring), and an ACK releases
 bytes from the front. A view handed out stays valid until the bytes it covers
@@ -22,8 +22,10 @@ class SendBuffer:
             raise ValueError("send buffer capacity must be positive")
         self.capacity = capacity
         self.start = start_seq  # sequence number of the oldest byte held
-        self._buf = bytearray(capacity)
-        self._mv = memoryview(self._buf)
+        # The ring is allocated on the first write: a connection that never
+        # sends (or an embryonic one) costs no buffer memory.
+        self._buf: bytearray | None = None
+        self._mv = memoryview(b"")
         self._head = 0  # ring index of `start`
         self._len = 0
 
@@ -44,6 +46,9 @@ class SendBuffer:
         n = min(len(data), self.capacity - self._len)
         if n <= 0:
             return 0
+        if self._buf is None:
+            self._buf = bytearray(self.capacity)
+            self._mv = memoryview(self._buf)
         src = memoryview(data).cast("B")[:n]
         pos = (self._head + self._len) % self.capacity
         first = min(n, self.capacity - pos)

@@ -194,6 +194,15 @@ class TransmitMixin:
         return mss
 
     def _send_data(self: TcpConnection, now: float, out: list[TcpSegment]) -> None:
+        if (
+            self.snd_nxt == self.sndbuf.end  # no unsent data (and no FIN sent)
+            and not self.fin_queued
+            and not (self.rto_recovery or self._fast_rtx or self.in_recovery)
+        ):
+            # Fast path (a receiver polled after each segment): nothing to send.
+            self._t_persist = None
+            self._persist_backoff = 0
+            return
         mss = self.effective_mss
         max_seg = self._max_payload(mss)
         cwnd = self.cc.cwnd
@@ -248,6 +257,8 @@ class TransmitMixin:
                 )
                 if ns is None or not ns.retransmission:
                     break
+                if ns.rule == 4 and not seq_gt(seq_add(ns.seq, ns.length), self.high_rxt):
+                    break  # the highest unSACKed byte was retransmitted already
                 self._emit_range(out, ns.seq, ns.length, now, retransmit=True)
                 if ns.rule == 4:
                     self._rescue_rxt = self.recover

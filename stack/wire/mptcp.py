@@ -311,6 +311,8 @@ def _is_bytes(v: object, n: int) -> bool:
 
 def _parse_join(d: bytes) -> MpJoin:
     n = len(d)
+    if n not in (12, 16, 24):
+        raise SanityError(f"MP_JOIN length {n} is not 12, 16 or 24")
     nibble = d[2] & 0x0F
     opt = MpJoin("syn", backup=bool(nibble & 1), addr_id=d[3], reserved=nibble & 0x0E)
     if n == 12:
@@ -319,11 +321,9 @@ def _parse_join(d: bytes) -> MpJoin:
         opt.variant = "synack"
         opt.hmac = bytes(d[4:12])
         opt.nonce = int.from_bytes(d[12:16], "big")
-    elif n == 24:
+    else:
         opt.variant = "ack"
         opt.hmac = bytes(d[4:24])
-    else:
-        raise SanityError(f"MP_JOIN length {n} is not 12, 16 or 24")
     return opt
 
 

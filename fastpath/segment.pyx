@@ -139,7 +139,8 @@ cdef int _fail(str kind, str msg) except -1:
 
 cdef Segment _parse(const unsigned char* p, Py_ssize_t n, bint verify):
     cdef Segment s
-    cdef Py_ssize_t ihl, total, t, doff, hl, i, oend, end
+    cdef Py_ssize_t ihl, doff, hl, i, oend, end
+    cdef Py_ssize_t total = 0, t = 0  # set on every path that does not raise
     cdef int nh, kind, ol, k, nb
     cdef uint64_t acc = 0
     cdef uint32_t tcp_len

@@ -111,7 +111,7 @@ def test_incremental_update_any_words_match_reference(old: int, old_word: int, n
     assert got == ref.incremental_update(old, old_word, new)
     assert 0 <= got <= 0xFFFF
     # HC' = ~(~HC + ~m + m') (eqn. 3): the one's-complement sums of both sides agree
-    assert ref.ones_sum(bytes(), (~got & 0xFFFF)) == ref.ones_sum(
+    assert ref.ones_sum(b"", ~got & 0xFFFF) == ref.ones_sum(
         (~old & 0xFFFF).to_bytes(2, "big") + (~old_word & 0xFFFF).to_bytes(2, "big"), new
     )
 

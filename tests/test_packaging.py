@@ -77,8 +77,10 @@ def test_non_editable_wheel_builds_and_runs_on_its_own(tmp_path) -> None:
     assert "mpstack = stack.cli:main" in entry_points
     # -S: no site-packages (so not the editable install); only the wheel's files
     pcap = repo / "pcaps" / "mptcp-all-options.pcap"
-    code = ("import sys, fastpath.segment; assert fastpath.segment.__file__.startswith(sys.argv[1]);"
-            " from stack.cli import main; sys.exit(main(['trace', 'dump', '-c', '1', sys.argv[2]]))")
+    code = ("import sys, fastpath.segment\n"
+            "assert fastpath.segment.__file__.startswith(sys.argv[1])\n"
+            "from stack.cli import main\n"
+            "sys.exit(main(['trace', 'dump', '-c', '1', sys.argv[2]]))")
     run = subprocess.run([sys.executable, "-S", "-c", code, str(tmp_path / "site"), str(pcap)],
                          capture_output=True, text=True, timeout=60,
                          env={"PYTHONPATH": str(tmp_path / "site")})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import struct
 import subprocess
 import sys
@@ -15,8 +16,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stack.cli import main
-from stack.trace.dump import decode_packet, dump
-from stack.trace.pcap import LINKTYPE_ETHERNET, LINKTYPE_RAW, CapturedPacket, PcapWriter
+from stack.trace.dump import decode_packet, dump, format_text
+from stack.trace.pcap import (
+    LINKTYPE_ETHERNET,
+    LINKTYPE_RAW,
+    CapturedPacket,
+    PcapWriter,
+    open_capture,
+)
 from stack.wire.ip import IPv4Header, IPv6Header
 from stack.wire.mptcp import AddAddr, Dss, MpCapable, MpJoin, MpPrio, MptcpSuboption, RemoveAddr
 from stack.wire.tcp import ACK, PSH, SYN, MptcpOption, TcpHeader, emit_segment, pad_options
@@ -292,13 +299,47 @@ def test_count_option_and_text_lines(tmp_path: Path) -> None:
     out = io.StringIO()
     assert dump(str(path), out, err, as_json=True, count=1) == 0
     assert len(out.getvalue().splitlines()) == 1
+    out = io.StringIO()
+    assert dump(str(path), out, err, as_json=True, count=0) == 0
+    assert out.getvalue() == ""
+    # -c N stops without reading record N+1 (here a damaged one)
+    damaged = tmp_path / "d.pcap"
+    damaged.write_bytes(path.read_bytes() + b"\x00" * 7)
+    out = io.StringIO()
+    assert dump(str(damaged), out, err, as_json=True, count=2) == 0
+    assert len(out.getvalue().splitlines()) == 2 and err.getvalue() == ""
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_a_decoder_bug_is_one_error_line_and_the_dump_goes_on(tmp_path: Path, monkeypatch,
+                                                              as_json: bool) -> None:
+    import stack.trace.dump as dump_module
+
+    real = dump_module.decode_packet
+
+    def buggy(p: CapturedPacket) -> dict:
+        if p.index == 2:
+            raise KeyError("boom")
+        return real(p)
+
+    monkeypatch.setattr(dump_module, "decode_packet", buggy)
+    path = write_pcap(tmp_path / "t.pcap", [segment([MpPrio(True)])] * 3)
+    out, err = io.StringIO(), io.StringIO()
+    assert dump(str(path), out, err, as_json=as_json) == 1
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3 and "internal error: KeyError" in lines[1]
+    assert "MP_PRIO" in lines[0] and "MP_PRIO" in lines[2]
+    if as_json:
+        assert json.loads(lines[1])["n"] == 2
 
 
 def test_reads_standard_input() -> None:
     proc = subprocess.run([sys.executable, "-m", "stack.cli", "trace", "dump", "-", "--json"],
                           input=OWN_PCAP.read_bytes(), capture_output=True)
     assert proc.returncode == 0 and proc.stderr == b""
-    assert len(proc.stdout.splitlines()) == 156
+    with open_capture(OWN_PCAP) as cap:
+        frames = sum(1 for _ in cap)
+    assert frames > 150 and len(proc.stdout.splitlines()) == frames
 
 
 def test_shared_traces_dump_without_internal_errors(capsys) -> None:
@@ -326,6 +367,65 @@ def test_command_line_no_traceback_on_malformed_input(tmp_path: Path) -> None:
     assert len(proc.stdout.splitlines()) == 6
 
 
+def _adversarial(tmp_path: Path, case: str) -> tuple[str, int, int | None]:
+    """(path, expected exit status, expected stdout lines or None for any)."""
+    pcap_hdr = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, LINKTYPE_RAW)
+    path = tmp_path / f"{case}.cap"
+    if case == "missing":
+        return str(path), 2, 0
+    if case == "directory":
+        path.mkdir()
+        return str(path), 2, 0
+    if case == "dev-null":
+        return "/dev/null", 2, 0
+    if case == "empty":
+        path.write_bytes(b"")
+        return str(path), 2, 0
+    if case == "header-cut":
+        path.write_bytes(pcap_hdr[:13])
+        return str(path), 2, 0
+    if case == "huge-record":  # a 4 GB record declared: refused, not allocated
+        path.write_bytes(pcap_hdr + struct.pack("<IIII", 0, 0, 0xFFFFFFF0, 0xFFFFFFF0) + b"x" * 64)
+        return str(path), 1, 1
+    if case == "random-after-header":
+        rng = random.Random(7)
+        path.write_bytes(pcap_hdr + bytes(rng.getrandbits(8) for _ in range(50_000)))
+        return str(path), 1, None
+    if case == "pcapng-unknown-linktype":
+        def block(btype: int, body: bytes) -> bytes:
+            body += b"\0" * (-len(body) % 4)
+            return struct.pack("<II", btype, 12 + len(body)) + body + struct.pack(
+                "<I", 12 + len(body))
+        epb = block(6, struct.pack("<5I", 0, 0, 0, 60, 60) + bytes(range(60)))
+        path.write_bytes(block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+                         + block(1, struct.pack("<HHI", 4242, 0, 0)) + epb + epb)
+        return str(path), 0, 2
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "dev-null", "empty", "header-cut",
+                                  "huge-record", "random-after-header",
+                                  "pcapng-unknown-linktype"])
+def test_adversarial_files_give_clean_lines(tmp_path: Path, case: str) -> None:
+    """The real command on hostile files: JSON lines only, at most one stderr
+    line, never a traceback; exit 2 when the file cannot be read at all."""
+    path, status, n_lines = _adversarial(tmp_path, case)
+    proc = subprocess.run([sys.executable, "-m", "stack.cli", "trace", "dump", path, "--json"],
+                          capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in proc.stderr and proc.returncode == status, proc.stderr
+    assert len(proc.stderr.splitlines()) == (0 if status == 0 else 1)
+    lines = proc.stdout.splitlines()
+    if n_lines is not None:
+        assert len(lines) == n_lines
+    recs = [json.loads(line) for line in lines]
+    assert all(isinstance(r["n"], int) and "internal error" not in r.get("error", "")
+               for r in recs)
+    if case == "pcapng-unknown-linktype":
+        assert [r["proto"] for r in recs] == ["link-4242", "link-4242"]
+    if status == 1:
+        assert "error" in recs[-1]
+
+
 # ------------------------------------------------------------------ fuzzing
 
 def _own_packets() -> list[bytes]:
@@ -344,6 +444,7 @@ def test_random_frames_decode_to_a_record(data: bytes, linktype: int) -> None:
     rec = decode_packet(pkt(data, linktype=linktype))
     assert rec["n"] == 1 and "internal error" not in rec.get("error", "")
     json.dumps(rec)
+    assert format_text(rec).startswith("1 ")  # the text form of any record, too
 
 
 @settings(max_examples=600, deadline=None)
@@ -358,3 +459,4 @@ def test_damaged_mptcp_segments_decode_to_a_record(k: int, pos: int, value: int,
     rec = decode_packet(pkt(data, orig_len=len(raw)))
     assert "internal error" not in rec.get("error", "")
     json.dumps(rec)
+    assert format_text(rec).startswith("1 ")

@@ -352,7 +352,7 @@ def test_own_pcap_covers_every_variant() -> None:
             else:
                 seen[rec["ip"]].add((name,))
     want = {("MP_CAPABLE", n) for n in (4, 12, 20, 22, 24)}
-    want |= {("MP_CAPABLE", "flags", f) for f in (0x01, 0x81, 0x41, 0xA1)}
+    want |= {("MP_CAPABLE", "flags", f) for f in (0x01, 0x81, 0x41, 0xA1, 0xFF)}  # A..H
     want |= {("MP_CAPABLE", "version", v) for v in (1, 2)}
     want |= {("MP_JOIN", form, b) for form in ("syn", "synack") for b in (False, True)}
     want |= {("MP_JOIN", "ack", None)}

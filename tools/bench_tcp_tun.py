@@ -127,12 +127,13 @@ def stack_case(direction: str, size: int, offload: bool, kernel_cpu: int) -> dic
             ls.listen(1)
             peer = start_peer(topo.ns, kernel_cpu, "source", f"10.1.0.2:{PORT}", size, False)
             sock, _ = ls.accept()
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), _cpu()
             buf = bytearray(CHUNK)
             moved = 0
             while n := sock.recv_into(buf):
                 moved += n
             elapsed = time.perf_counter() - t0
+            cpu = _cpu() - cpu0
             sock.close()
             ls.close()
             peer_result(peer)
@@ -141,6 +142,7 @@ def stack_case(direction: str, size: int, offload: bool, kernel_cpu: int) -> dic
             sock = host.socket()
             _buffers(sock)
             sock.connect(("10.1.0.1", PORT))
+            cpu0 = _cpu()
             block = memoryview(os.urandom(CHUNK))
             sent = 0
             while sent < size:
@@ -149,6 +151,7 @@ def stack_case(direction: str, size: int, offload: bool, kernel_cpu: int) -> dic
                 sent += n
             sock.shutdown(socket.SHUT_WR)
             res = peer_result(peer)
+            cpu = _cpu() - cpu0
             moved, elapsed = int(res["bytes"]), res["seconds"]
             sock.close()
         after = topo.nstat()
@@ -161,7 +164,13 @@ def stack_case(direction: str, size: int, offload: bool, kernel_cpu: int) -> dic
         "kernel_retrans": after.get("TcpRetransSegs", 0) - before.get("TcpRetransSegs", 0),
         "kernel_out_segs": after.get("TcpOutSegs", 0) - before.get("TcpOutSegs", 0),
         "tun_reads": dev["rx_packets"], "tun_writes": dev["tx_packets"],
+        "stack_cpu": cpu / elapsed,
     }
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system
 
 
 def kernel_case(size: int, stack_cpu: int, kernel_cpu: int) -> dict[str, float]:
@@ -182,7 +191,8 @@ def median_case(runs: int, fn, *a) -> dict[str, object]:
     results = [fn(*a) for _ in range(runs)]
     gbps = [r["gbps"] for r in results]
     best = sorted(results, key=lambda r: r["gbps"])[len(results) // 2]
-    return {"median_gbps": statistics.median(gbps), "all_gbps": gbps, "median_run": best}
+    return {"median_gbps": statistics.median(gbps), "all_gbps": gbps, "median_run": best,
+            "load_before": os.getloadavg()[0]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,13 +274,18 @@ def markdown(results: dict[str, dict[str, object]], args: argparse.Namespace,
         "measured by the receiver. The reference is kernel-to-kernel TCP over a veth pair "
         "between two namespaces, same pinning.",
         "",
-        "| Case | Goodput (Gbit/s, median) | Runs | Ratio to kernel-to-kernel |",
-        "|---|---|---|---|",
+        "| Case | Goodput (Gbit/s, median) | Runs | Ratio to kernel-to-kernel "
+        "| Stack CPU | Kernel retransmits |",
+        "|---|---:|---|---:|---:|---:|",
     ]
     for name, r in results.items():
         ratio = r["median_gbps"] / ref
         runs = " / ".join(f"{g:.2f}" for g in r["all_gbps"])  # type: ignore[union-attr]
-        lines.append(f"| {name} | {r['median_gbps']:.2f} | {runs} | {ratio:.2f} |")
+        med = r["median_run"]
+        cpu = f"{med['stack_cpu'] * 100:.0f} %" if "stack_cpu" in med else "-"
+        rtx = f"{med['kernel_retrans']} of {med['kernel_out_segs']}" if "kernel_retrans" in med \
+            else "-"
+        lines.append(f"| {name} | {r['median_gbps']:.2f} | {runs} | {ratio:.2f} | {cpu} | {rtx} |")
     return "\n".join(lines) + "\n"
 
 

@@ -161,6 +161,7 @@ def connection(
 
 
 def write_pcap(path: Path, packets: list[bytes]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as f:
         f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, LINKTYPE_RAW))
         for i, p in enumerate(packets):

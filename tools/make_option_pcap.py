@@ -4,7 +4,7 @@
 A raw-IP pcap (LINKTYPE_RAW) of TCP segments with valid checksums, built
 with the `stack.wire` emitters, that carries every RFC 8684 option variant:
 
-- MP_CAPABLE: 4 (SYN; versions 1 and 2; flags H, A|H, B|H), 12 (SYN/ACK;
+- MP_CAPABLE: 4 (SYN; versions 1 and 2; flags H, A|H, B|H, all of A..H), 12 (SYN/ACK;
   A, C, H), 20 (ACK), 22 (ACK + data, no checksum), 24 (ACK + data +
   checksum) (§3.1);
 - MP_JOIN: SYN (12), SYN/ACK (16), ACK (24), each with backup off and on
@@ -255,6 +255,11 @@ def build_round(trace: Trace, client: str, client2: str, server: str, base_port:
             ((0x0, 0), (0x1, 1), (0x2, 2), (0x4, 3), (0x8, 4), (0xF, 5), (0x0, 6)),
             strict=True):
         trace.add(flow, False, RST | ACK, [MpTcpRst(flags, reason)])
+
+    # Every MP_CAPABLE flag bit, A to H, on one SYN (D..G are the unassigned
+    # crypto-algorithm bits of RFC 8684 §3.1; H is set, so the offer is valid).
+    f5 = Subflow(c, s, base_port + 7, 80, isn + 13, isn + 14)
+    trace.add(f5, True, SYN, [MpCapable(1, 0xFF)])
 
 
 def build_frames() -> list[Frame]:

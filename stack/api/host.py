@@ -219,12 +219,17 @@ class Host:
             dev.close()
 
     def _quiescent(self) -> bool:
+        """Nothing left to deliver: every connection is closed or waiting only
+        for the peer (TIME-WAIT, FIN-WAIT-2 with all acked), and no timer is
+        about to fire (a delayed ACK, e.g. for the peer's FIN, still goes out)."""
+        soon = self.clock() + 0.25
         for conn in self.core.connections:
-            if conn.state in _DONE:
-                continue
-            if conn.state is TcpState.FIN_WAIT_2 and conn.all_acked:
-                continue
-            return False
+            state = conn.state
+            if state not in _DONE and not (state is TcpState.FIN_WAIT_2 and conn.all_acked):
+                return False
+            deadline = conn.next_deadline()
+            if deadline is not None and deadline < soon:
+                return False
         return True
 
     def __enter__(self) -> Host:

@@ -272,6 +272,10 @@ class TcpConnection(ReceiveMixin, TransmitMixin):
         )
 
     @property
+    def _upper_timers(self) -> bool:
+        return self.upper is not None and hasattr(self.upper, "next_deadline")
+
+    @property
     def stats(self) -> TcpStats:
         s = self._stats
         s.srtt = self.rtt.srtt
@@ -342,9 +346,16 @@ class TcpConnection(ReceiveMixin, TransmitMixin):
         if self.state is TcpState.FIN_WAIT_2:
             self._t_close = now + self.config.time_wait
 
-    def abort(self, now: float) -> None:
+    def request_ack(self) -> None:
+        """Send a pure ACK on the next poll (the upper layer has something to
+        say in its options: MPTCP's fourth ACK, ADD_ADDR, DATA_FIN, ...)."""
+        if self.state not in (TcpState.CLOSED, TcpState.LISTEN, TcpState.SYN_SENT):
+            self._ack_now = True
+
+    def abort(self, now: float, mptcp: tuple[bytes, ...] = ()) -> None:
         """ABORT (RFC 9293 §3.10.5): RST to the peer in the synchronized
-        states, then CLOSED."""
+        states, then CLOSED. ``mptcp``: raw MPTCP options for the RST
+        (MP_TCPRST, MP_FASTCLOSE; RFC 8684 §3.5, §3.6)."""
         if self.state in (
             TcpState.SYN_RECEIVED,
             TcpState.ESTABLISHED,
@@ -353,7 +364,8 @@ class TcpConnection(ReceiveMixin, TransmitMixin):
             TcpState.CLOSE_WAIT,
         ):
             self._rst_pending = TcpSegment(
-                self.local[1], self.remote[1], self.snd_nxt, self.rcv_nxt, RST | ACK, 0
+                self.local[1], self.remote[1], self.snd_nxt, self.rcv_nxt, RST | ACK, 0,
+                mptcp=tuple(mptcp),
             )
         self._to_closed()
 
@@ -366,6 +378,7 @@ class TcpConnection(ReceiveMixin, TransmitMixin):
             self._t_persist,
             self._t_close,
             self._keepalive_deadline(),
+            self.upper.next_deadline(self) if self._upper_timers else None,
         ):
             if t is not None and (best is None or t < best):
                 best = t
@@ -385,6 +398,10 @@ class TcpConnection(ReceiveMixin, TransmitMixin):
             # RFC 9293 §3.10.8: TIME-WAIT timeout (or the FIN-WAIT-2 orphan limit).
             self._to_closed()
             return
+        if self._upper_timers:
+            self.upper.on_timer(self, now)  # MPTCP timers ride on their subflow
+            if self.state is TcpState.CLOSED:
+                return
         if self._t_rtx is not None and now >= self._t_rtx:
             self._t_rtx = None
             self._on_rto(now)
@@ -412,6 +429,8 @@ class TcpConnection(ReceiveMixin, TransmitMixin):
             self._fail(errno.ETIMEDOUT)
             return
         self._stats.timeouts += 1
+        if self.upper is not None and hasattr(self.upper, "on_rto"):
+            self.upper.on_rto(self, now)  # MPTCP: stale subflow / MPC SYN fallback
         self.rtt.on_timeout()  # §5.5 back off
         self._rtt_seq = None  # Karn: no sample from a retransmitted segment
         self._t_rtx = now + self.rtt.rto

@@ -81,6 +81,8 @@ class ReceiveMixin:
         # Second check: RST (RFC 5961 §3.2).
         if flags & RST:
             if seg.seq == self.rcv_nxt:
+                if seg.mptcp and hasattr(self.upper, "on_reset"):
+                    self.upper.on_reset(self, seg)  # MP_TCPRST / MP_FASTCLOSE
                 self._on_reset()
             else:
                 self._challenge_ack(now)
@@ -130,6 +132,8 @@ class ReceiveMixin:
             return
         if flags & RST:
             if flags & ACK:  # acceptable ACK (checked above): refused
+                if seg.mptcp and hasattr(self.upper, "on_reset"):
+                    self.upper.on_reset(self, seg)  # e.g. MP_TCPRST on a refused MP_JOIN
                 self._fail(errno.ECONNREFUSED)
             else:
                 self._stats.dropped += 1
@@ -305,6 +309,10 @@ class ReceiveMixin:
                 and not seg.payload
                 and not seg.flags & (SYN | FIN)
                 and not window_changed
+                # RFC 8684 §3.4 / Linux: ADD_ADDR (and its echo) ride on pure
+                # ACKs that are not duplicate ACKs
+                and not (seg.mptcp and hasattr(self.upper, "signal_only")
+                         and self.upper.signal_only(self, seg))
             )
             self._detect_loss(dup, newly_sacked, now)
         state = self.state

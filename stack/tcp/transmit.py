@@ -152,6 +152,11 @@ class TransmitMixin:
         ws = self.rcv_wscale
         cur = self._rcv_wnd()
         free = self.rcvbuf.capacity if self._app_closed else self.rcvbuf.free
+        upper_wnd = getattr(self.upper, "receive_window", None) if self.upper is not None else None
+        if upper_wnd is not None:
+            # MPTCP: the connection-level window, shared by all subflows
+            # (RFC 8684 §3.3.4); the subflow buffer only stages bytes.
+            free = min(free, upper_wnd(self))
         thresh = min(self.rcvbuf.capacity // 2, self._rcv_mss)
         new = free if free - cur >= thresh else cur
         new = min(new, 0xFFFF << ws)
@@ -363,7 +368,30 @@ class TransmitMixin:
         retransmit: bool,
     ) -> None:
         """Send sequence range [seq, seq+length): data from the send buffer
-        and our FIN if the range covers it."""
+        and our FIN if the range covers it. With an upper layer (MPTCP) the
+        range is cut where ``upper.segment_limit(conn, seq)`` says, so that no
+        segment straddles two DSS mappings (RFC 8684 §3.3.1)."""
+        limit_of = getattr(self.upper, "segment_limit", None) if self.upper is not None else None
+        if limit_of is not None:
+            while True:
+                data_left = max(0, seq_diff(self.sndbuf.end, seq))
+                lim = limit_of(self, seq) if data_left else 0
+                if lim <= 0 or lim >= min(length, data_left):
+                    break
+                self._emit_one(out, seq, lim, now, retransmit=retransmit)
+                seq = seq_add(seq, lim)
+                length -= lim
+        self._emit_one(out, seq, length, now, retransmit=retransmit)
+
+    def _emit_one(
+        self: TcpConnection,
+        out: list[TcpSegment],
+        seq: int,
+        length: int,
+        now: float,
+        *,
+        retransmit: bool,
+    ) -> None:
         data_end = self.sndbuf.end
         n = max(0, min(length, seq_diff(data_end, seq)))
         fin = self.fin_queued and seq_diff(seq_add(seq, length), self.fin_seq) > 0

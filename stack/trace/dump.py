@@ -299,16 +299,16 @@ def dump(path: str, out: TextIO, err: TextIO, *, as_json: bool = False,
     status = 0
     with cap:
         try:
-            for pkt in cap:
+            for pkt in cap if count is None or count > 0 else ():
                 try:
-                    rec = decode_packet(pkt)
+                    line = emit(decode_packet(pkt))
                 except Exception as exc:  # noqa: BLE001 - a decoder bug: report, go on
-                    rec = {"n": pkt.index, "ts": _ts(pkt),
-                           "error": f"internal error: {type(exc).__name__}: {exc}"}
+                    line = emit({"n": pkt.index, "ts": _ts(pkt),
+                                 "error": f"internal error: {type(exc).__name__}: {exc}"})
                     status = 1
-                out.write(emit(rec) + "\n")
+                out.write(line + "\n")
                 if count is not None and pkt.index >= count:
-                    break
+                    break  # without reading the next record
         except CaptureError as exc:
             index = exc.index if exc.index is not None else 0
             out.write(emit({"n": index, "ts": 0.0, "error": f"capture: {exc}"}) + "\n")

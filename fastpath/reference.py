@@ -205,8 +205,9 @@ def _ext_fits(end: int, total: int, n: int) -> None:
         raise ParseError("truncated", "IPv6 extension header cut short")
 
 
-def _ip_layer(p: bytes) -> tuple[int, int, int, int, bytes, bytes, bool]:
-    """(version, header length incl. v6 extensions, total length, ttl, src, dst, ip ok)."""
+def _ip_layer(p: bytes) -> tuple[int, int, int, int, bytes, bytes, bool, bytes]:
+    """(version, header length incl. v6 extensions, total length, ttl, src, dst, ip ok,
+    destination for the TCP pseudo-header)."""
     n = len(p)
     if n < 1:
         raise ParseError("truncated", "empty packet")
@@ -227,12 +228,13 @@ def _ip_layer(p: bytes) -> tuple[int, int, int, int, bytes, bytes, bool]:
         if _u16(p, 6) & 0x3FFF:
             raise ParseError("not_tcp", "IPv4 fragment")
         ok = internet_checksum(p[:ihl]) == 0
-        return 4, ihl, total, p[8], p[12:16], p[16:20], ok
+        return 4, ihl, total, p[8], p[12:16], p[16:20], ok, p[16:20]
     if version == 6:
         if n < 40:
             raise ParseError("truncated", "shorter than an IPv6 header")
         total = 40 + _u16(p, 4)
         nh, t = p[6], 40
+        final_dst = p[24:40]
         while nh != 6:
             if nh not in IPV6_EXT_HEADERS:
                 raise ParseError("not_tcp", "IPv6 next header is not TCP")
@@ -249,8 +251,17 @@ def _ip_layer(p: bytes) -> tuple[int, int, int, int, bytes, bytes, bool]:
             _ext_fits(t + hl, total, n)
             if nh == 44 and _u16(p, t + 2) & 0xFFF9:
                 raise ParseError("not_tcp", "IPv6 fragment")
+            if nh == 43 and p[t + 3] and hl >= 24:
+                # RFC 8200 section 8.1: with segments left, the pseudo-header
+                # holds the final destination: the last address of a type 0
+                # or 2 routing header, Segment List[0] of an SRH (RFC 8754).
+                if p[t + 2] in (0, 2):
+                    addresses = (hl - 8) // 16
+                    final_dst = p[t + 8 + 16 * (addresses - 1) : t + 8 + 16 * addresses]
+                elif p[t + 2] == 4:
+                    final_dst = p[t + 8 : t + 24]
             nh, t = p[t], t + hl
-        return 6, t, total, p[7], p[8:24], p[24:40], True
+        return 6, t, total, p[7], p[8:24], p[24:40], True, final_dst
     raise ParseError("bad_version", "IP version is neither 4 nor 6")
 
 
@@ -262,7 +273,7 @@ def parse_segment(packet: BytesLike, verify_checksum: bool = True) -> Segment:
         raise ParseError("bad_header", "not a contiguous bytes-like object") from None
     p = bytes(view)
     n = len(p)
-    version, t, total, ttl, src, dst, ip_ok = _ip_layer(p)
+    version, t, total, ttl, src, dst, ip_ok, pseudo_dst = _ip_layer(p)
     if t + 20 > total:
         raise ParseError("bad_header", "TCP header beyond IP length")
     if t + 20 > n:
@@ -301,7 +312,7 @@ def parse_segment(packet: BytesLike, verify_checksum: bool = True) -> Segment:
         payload=view[t + doff : end],
     )
     if verify_checksum and not truncated:
-        pseudo = (pseudo_sum_v4 if version == 4 else pseudo_sum_v6)(src, dst, 6, total - t)
+        pseudo = (pseudo_sum_v4 if version == 4 else pseudo_sum_v6)(src, pseudo_dst, 6, total - t)
         s.tcp_checksum_ok = ones_sum(p[t:total], pseudo) == 0xFFFF
     _walk_options(p, t + 20, t + doff, s)
     return s

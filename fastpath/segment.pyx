@@ -141,6 +141,7 @@ cdef Segment _parse(const unsigned char* p, Py_ssize_t n, bint verify):
     cdef Segment s
     cdef Py_ssize_t ihl, doff, hl, i, oend, end
     cdef Py_ssize_t total = 0, t = 0  # set on every path that does not raise
+    cdef Py_ssize_t fdst = 24         # IPv6: offset of the pseudo-header destination
     cdef int nh, kind, ol, k, nb
     cdef uint64_t acc = 0
     cdef uint32_t tcp_len
@@ -179,6 +180,7 @@ cdef Segment _parse(const unsigned char* p, Py_ssize_t n, bint verify):
         total = 40 + be16(p + 4)
         nh = p[6]
         t = 40
+        fdst = 24
         while nh != 6:
             # Hop-by-hop 0, routing 43, destination options 60 and the
             # RFC 6564 uniform-format headers (mobility 135, HIP 139, shim6
@@ -202,6 +204,14 @@ cdef Segment _parse(const unsigned char* p, Py_ssize_t n, bint verify):
                     _fail("truncated", "IPv6 extension header cut short")
                 if nh == 44 and (be16(p + t + 2) & 0xFFF9):
                     _fail("not_tcp", "IPv6 fragment")
+                if nh == 43 and p[t + 3] != 0 and hl >= 24:
+                    # RFC 8200 section 8.1: with segments left, the pseudo-header
+                    # holds the final destination: the last address of a type 0
+                    # or 2 routing header, Segment List[0] of an SRH (RFC 8754).
+                    if p[t + 2] == 0 or p[t + 2] == 2:
+                        fdst = t + 8 + 16 * ((hl - 8) // 16 - 1)
+                    elif p[t + 2] == 4:
+                        fdst = t + 8
                 nh = p[t]
                 t += hl
             else:
@@ -250,7 +260,7 @@ cdef Segment _parse(const unsigned char* p, Py_ssize_t n, bint verify):
         if s.version == 4:
             acc = be_sum(p + 12, 8)
         else:
-            acc = be_sum(p + 8, 32)
+            acc = be_sum(p + 8, 16) + be_sum(p + fdst, 16)
         acc += 6 + (tcp_len >> 16) + (tcp_len & 0xFFFF)
         acc += be_sum(p + t, tcp_len)
         s._tcp_ok = fold(acc) == 0xFFFF

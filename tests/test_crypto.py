@@ -189,6 +189,12 @@ def test_dss_checksum_detects_a_flipped_byte() -> None:
         lambda: join_ack_hmac(KEY_A, KEY_B, 2**32, 0),
         lambda: join_ack_hmac(KEY_A, KEY_B, R_A, R_B, version=2),
         lambda: add_addr_hmac(KEY_A, KEY_B, 1, b"\x01\x02\x03", None),
+        lambda: dss_checksum(2**64, 0, 0, b""),
+        lambda: dss_checksum(0, -1, 0, b""),
+        lambda: dss_checksum(0, 0, 2**16, b""),
+        lambda: crypto._py_dss_checksum(2**64, 0, 0, b""),  # the fallback agrees
+        lambda: crypto._py_dss_checksum(0, 2**32, 0, b""),
+        lambda: crypto._py_dss_checksum(0, 0, -1, b""),
     ],
 )
 def test_bad_inputs_raise_value_error(call) -> None:

@@ -242,6 +242,32 @@ def test_ipv6_ah_and_rfc6564_headers_skipped() -> None:
     assert both(bytes(esp)) == "not_tcp"
 
 
+@pytest.mark.parametrize("kind,segments_left", [("rh0", 1), ("rh0", 0), ("rh2", 1),
+                                                 ("srh", 2), ("srh", 0)])
+def test_routing_header_final_destination(kind: str, segments_left: int) -> None:
+    """RFC 8200 section 8.1: while segments are left, the TCP pseudo-header
+    holds the final destination (the last address of a type 0/2 routing
+    header, Segment List[0] of an SRH, RFC 8754); scapy computes the checksum."""
+    from scapy.layers.inet import TCP
+    from scapy.layers.inet6 import IPv6, IPv6ExtHdrRouting, IPv6ExtHdrSegmentRouting
+
+    final, hop = "fd00::99", "fd00::55"
+    if kind == "srh":
+        rh = IPv6ExtHdrSegmentRouting(addresses=[final, hop, "fd00::2"],
+                                      segleft=segments_left, lastentry=2)
+    else:
+        rh = IPv6ExtHdrRouting(addresses=[hop] * (kind == "rh0") + [final],
+                               segleft=segments_left, type=0 if kind == "rh0" else 2)
+    pkt = bytes(IPv6(src="fd00::1", dst="fd00::2", hlim=63) / rh
+                / TCP(sport=1234, dport=80, flags="A", options=[("MSS", 1400)]) / b"abc")
+    s = both(pkt)
+    assert s.tcp_checksum_ok and s.mss == 1400 and bytes(s.payload) == b"abc"
+    assert s.dst == bytes.fromhex("fd000000000000000000000000000002")  # the header field
+    wrong = bytearray(pkt)  # the other destination would not verify
+    wrong[40 + 3] = 0 if segments_left else 1
+    assert both(bytes(wrong)).tcp_checksum_ok is False
+
+
 @st.composite
 def option_bytes(draw: st.DrawFn) -> bytes:
     """A random (mostly valid) option list, padded to a multiple of 4, <= 40."""
@@ -307,6 +333,9 @@ def packets(draw: st.DrawFn) -> bytes:
             max_size=3,
         )
     )
+    # routing headers with no segments left: the pseudo-header keeps the IPv6
+    # destination (test_routing_header_final_destination covers the others)
+    ext = [(t, b[:1] + b"\x00" + b[2:] if t == 43 else b) for t, b in ext]
     return ipv6(
         tcp,
         payload,

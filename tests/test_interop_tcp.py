@@ -174,3 +174,33 @@ def test_closed_port_refused_both_ways(family: int) -> None:
             c.connect((saddr, 1))  # the stack answers RST (RFC 9293 §3.10.7.1)
         c.close()
         assert host.core.stats["no_listener_rst"] >= 1
+
+
+def test_two_tun_interfaces_egress_by_source() -> None:
+    """Two TUNs: a connection leaves through the interface owning its source
+    address (the kernel sees it arrive on that TUN)."""
+    with Topology(2) as topo, stack.Host.tun(*topo.stack_specs(), netns=topo.ns) as host:
+        with topo.enter():
+            srv = socket.create_server(("0.0.0.0", PORT))
+        srv.settimeout(5)
+        seen = []
+        for src, dst in (("10.2.0.2", "10.2.0.1"), ("10.1.0.2", "10.2.0.1")):
+            before = {p.tun: host.devices[p.tun].stats.tx_packets for p in topo.paths}
+            s = host.socket()
+            s.settimeout(5)
+            s.bind((src, 0))
+            s.connect((dst, PORT))
+            conn, peer = srv.accept()
+            assert peer[0] == src
+            s.sendall(b"x" * 100_000)
+            s.close()
+            got = 0
+            while chunk := conn.recv(65536):
+                got += len(chunk)
+            conn.close()
+            assert got == 100_000
+            sent = {p.tun: host.devices[p.tun].stats.tx_packets - before[p.tun]
+                    for p in topo.paths}
+            seen.append(max(sent, key=sent.get))
+        assert seen == [topo.paths[1].tun, topo.paths[0].tun]
+        srv.close()

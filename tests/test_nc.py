@@ -264,3 +264,32 @@ def test_bad_arguments(tmp_path: Path) -> None:
     proc = subprocess.run([*NC, "--iface", "bad", "10.0.0.2", "80"], capture_output=True,
                           cwd=ROOT, text=True)
     assert proc.returncode != 0 and proc.stderr.count("\n") == 1
+
+
+def test_reset_while_stdin_idle_exits(topo: Topology) -> None:
+    """The peer resets while nc waits on an idle stdin: nc still exits (non-zero)."""
+    with topo.enter():
+        srv = socket.create_server((K4, 7007))
+    srv.settimeout(20)
+
+    def kernel() -> None:
+        conn, _ = srv.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+        conn.close()  # RST
+
+    t = threading.Thread(target=kernel)
+    t.start()
+    proc = subprocess.Popen(["ip", "netns", "exec", topo.ns, *NC, "--iface", topo.path.spec(),
+                             K4, "7007"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, cwd=ROOT)
+    try:
+        code = proc.wait(timeout=15)  # stdin stays open (never written, never closed)
+        err = proc.stderr.read().decode() if proc.stderr else ""
+    finally:
+        proc.kill()
+        if proc.stdin:
+            proc.stdin.close()
+        if proc.stderr:
+            proc.stderr.close()
+    t.join(5)
+    assert code == 1 and "reset" in err

@@ -199,7 +199,7 @@ def test_mptcp_option_that_fits_no_variant() -> None:
     raw[40 + 11] = 1
     rec = decode_packet(pkt(bytes(raw)))
     (o,) = rec["mptcp"]
-    assert o["subtype"] == "MP_JOIN" and o["raw"].startswith("1e0b10") and "SanityError" in o[
+    assert o["subtype"] == "MP_JOIN" and o["raw"].startswith("1e0b10") and "IntegrityError" in o[
         "error"]
     assert "MP_JOIN" in rec["error"]
 
@@ -255,7 +255,7 @@ def test_dss_oobr_regression_input(capsys) -> None:
     status, (rec,), err = run_json(path, capsys)
     assert status == 0 and err == ""
     assert rec["mptcp"] == [{"subtype": "DSS", "raw": "1e0320",
-                             "error": "SanityError: DSS length 3 < 4"}]
+                             "error": "IntegrityError: DSS length 3 < 4"}]
     assert "error" in rec and rec["sport"] == 57370
 
 

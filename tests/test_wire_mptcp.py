@@ -156,33 +156,15 @@ def test_unknown_subtype_and_reserved_bits_are_preserved() -> None:
 # ----------------------------------------------------------- error cases
 
 
+# Lengths that fit no layout of the subtype, or disagree with its flags, are
+# integrity errors; field values no layout allows are sanity errors.
 @pytest.mark.parametrize(
     "hexstr",
     [
-        "1e050101aa",  # MP_CAPABLE length 5
-        "1e0d0101" + "00" * 9,  # 13
-        "1e150101" + "00" * 17,  # 21
-        "1e170101" + "00" * 19,  # 23
-        "1e040001",  # v0 without a key
+        "1e040001",  # v0 without a key: a v0 SYN carries one
         "1e160001" + "00" * 18,  # v0 has no 22-byte form
         "1e0c0201" + "00" * 8,  # v2 layout unknown beyond the SYN
-        "1e0310",  # MP_JOIN 3 (no address id byte)
-        "1e0d1001" + "00" * 9,  # MP_JOIN 13
-        "1e141001" + "00" * 16,  # MP_JOIN 20
-        "1e062001aabb",  # DSS ack32 needs length 8
-        "1e0a2001aabbccdd0000",  # DSS: checksum bytes without a mapping
-        "1e0c2005" + "00" * 8,  # DSS A+M with only 8 bytes
-        "1e0a3001c61202020000",  # ADD_ADDR v1 HMAC form of 10 bytes
-        "1e103101c6120202d6a3917808f8b7dd",  # echo with an HMAC length
-        "1e083001c6120202",  # non-echo without HMAC
-        "1e0734010a0102",  # v0 IPv4 length 7
-        "1e1434" + "00" * 17,  # v0 IPVer 4 with IPv6 length
-        "1e0832010a010202",  # nibble 2: neither v1 nor v0
-        "1e0340",  # REMOVE_ADDR with no ids
-        "1e05500102",  # MP_PRIO 5
-        "1e0b6000" + "00" * 7,  # MP_FAIL 11
-        "1e0d7000" + "00" * 9,  # MP_FASTCLOSE 13
-        "1e05800100",  # MP_TCPRST 5
+        "1e0832010a010202",  # ADD_ADDR flag nibble 2: neither v1 nor v0
         "0204aabb",  # not kind 30
     ],
 )
@@ -191,7 +173,38 @@ def test_sanity_errors(hexstr: str) -> None:
         parse_mptcp(H(hexstr))
 
 
-@pytest.mark.parametrize("hexstr", ["", "1e", "1e0501", "1e040101ff", "1e02", "1e0c0101"])
+@pytest.mark.parametrize(
+    "hexstr",
+    [
+        "",
+        "1e",
+        "1e0501",  # length byte beyond the bytes given
+        "1e040101ff",  # length byte short of the bytes given
+        "1e02",
+        "1e0c0101",
+        "1e050101aa",  # MP_CAPABLE length 5
+        "1e0d0101" + "00" * 9,  # 13
+        "1e150101" + "00" * 17,  # 21
+        "1e170101" + "00" * 19,  # 23
+        "1e0310",  # MP_JOIN 3 (no address id byte)
+        "1e0d1001" + "00" * 9,  # MP_JOIN 13
+        "1e141001" + "00" * 16,  # MP_JOIN 20
+        "1e0320",  # DSS 3
+        "1e062001aabb",  # DSS ack32 needs length 8
+        "1e0a2001aabbccdd0000",  # DSS: checksum bytes without a mapping
+        "1e0c2005" + "00" * 8,  # DSS A+M with only 8 bytes
+        "1e0a3001c61202020000",  # ADD_ADDR v1 HMAC form of 10 bytes
+        "1e103101c6120202d6a3917808f8b7dd",  # echo with an HMAC length
+        "1e083001c6120202",  # non-echo without HMAC
+        "1e0734010a0102",  # v0 IPv4 length 7
+        "1e1434" + "00" * 17,  # v0 IPVer 4 with IPv6 length
+        "1e0340",  # REMOVE_ADDR with no ids
+        "1e05500102",  # MP_PRIO 5
+        "1e0b6000" + "00" * 7,  # MP_FAIL 11
+        "1e0d7000" + "00" * 9,  # MP_FASTCLOSE 13
+        "1e05800100",  # MP_TCPRST 5
+    ],
+)
 def test_integrity_errors(hexstr: str) -> None:
     with pytest.raises(IntegrityError):
         parse_mptcp(H(hexstr))

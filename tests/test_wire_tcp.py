@@ -91,13 +91,14 @@ def test_sack_blocks() -> None:
         ("02", IntegrityError),  # no length byte
         ("0201", IntegrityError),  # length < 2
         ("0208aabb", IntegrityError),  # runs past the area
-        ("020600000000", SanityError),  # MSS of length 6
-        ("0302", SanityError),  # wscale of length 2
-        ("0403ff", SanityError),  # SACK-permitted of length 3
-        ("080400000000"[:8], SanityError),  # TS of length 4
-        ("0502", SanityError),  # SACK with no block
-        ("050600000000", SanityError),  # SACK of 2 + 4
-        ("1e050101aa", SanityError),  # bad MPTCP length
+        ("020600000000", IntegrityError),  # MSS of length 6
+        ("0302", IntegrityError),  # wscale of length 2
+        ("0403ff", IntegrityError),  # SACK-permitted of length 3
+        ("080400000000"[:8], IntegrityError),  # TS of length 4
+        ("0502", IntegrityError),  # SACK with no block
+        ("050600000000", IntegrityError),  # SACK of 2 + 4
+        ("1e050101aa", IntegrityError),  # bad MPTCP length
+        ("1e040001", SanityError),  # MPTCP v0 SYN without its key
     ],
 )
 def test_option_errors(hexstr: str, err: type) -> None:

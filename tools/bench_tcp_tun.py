@@ -112,13 +112,16 @@ def _buffers(sock) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER)
 
 
-def stack_case(direction: str, size: int, offload: bool, kernel_cpu: int) -> dict[str, float]:
-    """One transfer between the stack (this process) and a pinned kernel peer."""
+def stack_case(direction: str, size: int, offload: bool, kernel_cpu: int,
+               soft: bool = True) -> dict[str, float]:
+    """One transfer between the stack (this process) and a pinned kernel peer;
+    `soft`: the driver's software GSO/GRO in plain mode."""
     import stack
     from tools.topology import Topology
 
     with Topology(1) as topo, stack.Host.tun(topo.path.spec(v6=False), netns=topo.ns,
-                                             offload=offload) as host:
+                                             offload=offload, soft_gso=soft,
+                                             gro=soft) as host:
         before = topo.nstat()
         if direction == "kernel->stack":
             ls = host.socket()
@@ -200,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size-mb", type=int, default=1000, help="bytes per offload run (MB)")
     ap.add_argument("--plain-size-mb", type=int, default=300, help="bytes per plain run (MB)")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--kernel-runs", type=int, default=5,
+                    help="runs of the kernel-to-kernel reference (it varies more)")
     ap.add_argument("--buffer-kb", type=int, default=4096,
                     help="SO_SNDBUF/SO_RCVBUF of the stack's sockets (0: the facade default; "
                          "Linux autotunes its own up to 4 MB / 6 MB)")
@@ -237,11 +242,16 @@ def main(argv: list[str] | None = None) -> int:
          args.kernel_cpu),
         ("stack->kernel, plain", stack_case, "stack->kernel", args.plain_size_mb * mb, False,
          args.kernel_cpu),
+        ("kernel->stack, plain, no GRO", stack_case, "kernel->stack", args.plain_size_mb * mb,
+         False, args.kernel_cpu, False),
+        ("stack->kernel, plain, no soft GSO", stack_case, "stack->kernel",
+         args.plain_size_mb * mb, False, args.kernel_cpu, False),
     ]
     for name, fn, *a in cases:
-        results[name] = median_case(args.runs, fn, *a)
+        results[name] = median_case(args.kernel_runs if fn is kernel_case else args.runs,
+                                    fn, *a)
         r = results[name]
-        print(f"{name:26s} {r['median_gbps']:7.2f} Gbit/s  runs: "
+        print(f"{name:34s} {r['median_gbps']:7.2f} Gbit/s  runs: "
               + " ".join(f"{g:.2f}" for g in r["all_gbps"]), flush=True)
     ref = results["kernel->kernel (veth)"]["median_gbps"]
     for name in list(results)[1:]:
@@ -268,11 +278,16 @@ def markdown(results: dict[str, dict[str, object]], args: argparse.Namespace,
         f"    {cmd}",
         "",
         f"Stack process (event loop + application thread) pinned to CPU {args.stack_cpu}, "
-        f"kernel peers to CPU {args.kernel_cpu} (`taskset`); median of {args.runs} runs; "
+        f"kernel peers to CPU {args.kernel_cpu} (`taskset`); median of {args.runs} runs "
+        f"({args.kernel_runs} for the kernel-to-kernel reference); "
         f"{args.size_mb} MB per offload run, {args.plain_size_mb} MB per plain run; the stack's "
         f"sockets with SO_SNDBUF = SO_RCVBUF = {args.buffer_kb} KB; goodput "
         "measured by the receiver. The reference is kernel-to-kernel TCP over a veth pair "
-        "between two namespaces, same pinning.",
+        "between two namespaces, same pinning. \"offload\": TUN with IFF_VNET_HDR and "
+        "TUNSETOFFLOAD(CSUM|TSO4|TSO6), 64 KB super-segments both ways. \"plain\": no vnet "
+        "header, MTU-sized packets on the TUN; the driver cuts the core's super-segments "
+        "(software GSO) and joins received in-order segments (GRO, `tun/gro.py`); the last "
+        "two rows switch that off (one core call per packet).",
         "",
         "| Case | Goodput (Gbit/s, median) | Runs | Ratio to kernel-to-kernel "
         "| Stack CPU | Kernel retransmits |",

@@ -108,10 +108,15 @@ class TunDevice:
     netns:   open the device inside that network namespace (`ip netns` name
              or path); only the opening thread switches, the fd keeps working
              from any thread afterwards.
+    soft_gso: in plain mode, cut super-segments given to `write()` into
+             MTU-sized packets with full checksums (software GSO) instead of
+             dropping them.
     """
 
-    def __init__(self, name: str, *, offload: bool = True, netns: str | None = None) -> None:
+    def __init__(self, name: str, *, offload: bool = True, netns: str | None = None,
+                 soft_gso: bool = True) -> None:
         self.name = name
+        self.soft_gso = soft_gso
         self.netns = netns
         self.stats = TunStats()
         self._lock = threading.Lock()
@@ -155,6 +160,12 @@ class TunDevice:
         return fd
 
     # -- introspection -------------------------------------------------------------
+    @property
+    def tso(self) -> bool:
+        """Whether `write()` takes TCP super-segments: by the kernel (offload) or
+        cut here (plain mode with soft_gso)."""
+        return self.offload or self.soft_gso
+
     def fileno(self) -> int:
         return self._fd
 
@@ -226,9 +237,11 @@ class TunDevice:
                 return self._drop("bad_frame")
             payload: list[bytes | bytearray | memoryview] = [hdr, data]
         elif gso or partial:
-            # A plain device cannot carry super-segments or partial checksums: the
-            # host must not produce them for an interface added with offload=False.
-            return self._drop("offload_on_plain_device")
+            # A plain device cannot carry super-segments: cut them here, in
+            # software, as the kernel's GSO does for a device without TSO.
+            if not self.soft_gso:
+                return self._drop("offload_on_plain_device")
+            return self._write_split(frame)  # type: ignore[arg-type]
         else:
             payload = [data]
         try:
@@ -244,6 +257,28 @@ class TunDevice:
         st.tx_bytes += len(data)
         if gso:
             st.tx_gso += 1
+        return True
+
+    def _write_split(self, frame: FrameLike) -> bool:
+        from stack.host.packetize import gso_split
+
+        try:
+            packets = gso_split(frame)  # type: ignore[arg-type]
+        except (ValueError, IndexError):
+            return self._drop("bad_frame")
+        st = self.stats
+        st.tx_gso += 1
+        fd = self._fd
+        for pkt in packets:
+            try:
+                os.write(fd, pkt)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EIO, errno.ENOBUFS, errno.EINVAL):
+                    self._drop(errno.errorcode.get(exc.errno or 0, "oserror").lower())
+                    continue
+                raise
+            st.tx_packets += 1
+            st.tx_bytes += len(pkt)
         return True
 
     def _drop(self, reason: str) -> bool:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from tun.device import TunDevice
+from tun.gro import coalesce
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,14 @@ class EventLoop:
     def __init__(self, host: HostLike, devices: Mapping[str, TunDevice], *,
                  clock: Callable[[], float] = time.monotonic,
                  on_turn: Callable[[], None] | None = None,
-                 tap: Tap | None = None, name: str = "mpstack-loop") -> None:
+                 tap: Tap | None = None, gro: bool = True,
+                 name: str = "mpstack-loop") -> None:
         self.host = host
         self.devices = dict(devices)
         self.clock = clock
         self.on_turn = on_turn
         self.tap = tap
+        self.gro = gro  # coalesce plain-mode reads (tun/gro.py)
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         self.errors = 0  # exceptions raised by the core and survived
@@ -80,8 +83,11 @@ class EventLoop:
 
     def wake(self) -> None:
         """Make the loop re-evaluate the core now (any thread)."""
+        fd = self._wake_fd
+        if fd < 0:
+            return
         try:
-            os.eventfd_write(self._wake_fd, 1)
+            os.eventfd_write(fd, 1)
         except OSError:
             pass
 
@@ -102,11 +108,12 @@ class EventLoop:
         self.wake()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+        if self._thread.is_alive():
+            return  # did not stop in time: leave its descriptors alone
         self._sel.close()
-        try:
-            os.close(self._wake_fd)
-        except OSError:
-            pass
+        fd, self._wake_fd = self._wake_fd, -1
+        if fd >= 0:
+            os.close(fd)
 
     # -- the loop -----------------------------------------------------------------
     def _run(self) -> None:
@@ -170,11 +177,17 @@ class EventLoop:
         if not batch:
             return
         now = self.clock()
-        for packet, info in batch:
-            if tap is not None:
+        if tap is not None:
+            for packet, info in batch:
                 self._tap("in", iface, packet, info.gso_size)
-            self._guard(host.receive, packet, iface, now,
-                        checksum_verified=info.checksum_verified)
+        if self.gro and not dev.vnet and len(batch) > 1:
+            # Plain mode: join in-order segments as the kernel would (tun/gro.py).
+            for packet, verified in coalesce([p for p, _ in batch]):
+                self._guard(host.receive, packet, iface, now, checksum_verified=verified)
+        else:
+            for packet, info in batch:
+                self._guard(host.receive, packet, iface, now,
+                            checksum_verified=info.checksum_verified)
         # Answer (ACKs, data the new window allows) before reading more.
         self._flush()
 

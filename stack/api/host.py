@@ -79,14 +79,15 @@ class Host:
     def __init__(self, core: HostCore, devices: dict[str, TunDevice], *,
                  tap: Tap | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 loop: Any = None) -> None:
+                 loop: Any = None, gro: bool = True) -> None:
         """Join `core` to its TUN `devices` with a new EventLoop (started here),
         or to a shared driver `loop` (e.g. a VirtualLoop, started by the caller)."""
         self.core = core
         self.devices = devices
         self._shared_loop = loop is not None
         if loop is None:
-            loop = EventLoop(core, devices, clock=clock, on_turn=self._on_turn, tap=tap)
+            loop = EventLoop(core, devices, clock=clock, on_turn=self._on_turn, tap=tap,
+                             gro=gro)
         else:
             clock = loop.clock
             loop.hooks.append(self._on_turn)
@@ -109,8 +110,13 @@ class Host:
     @classmethod
     def tun(cls, *ifaces: str | IfaceSpec, offload: bool = True, netns: str | None = None,
             rng: random.Random | None = None, tap: Tap | None = None,
-            name: str = "") -> Host:
-        """Start a host on these TUN interfaces (see the module docstring)."""
+            name: str = "", soft_gso: bool = True, gro: bool = True) -> Host:
+        """Start a host on these TUN interfaces (see the module docstring).
+
+        offload: use the kernel's TUN offloads (vnet header, TSO, checksums)
+        when granted. In plain mode the driver still cuts the core's
+        super-segments itself (`soft_gso`) and joins received in-order
+        segments (`gro`, tun/gro.py); both can be switched off."""
         specs = [s if isinstance(s, IfaceSpec) else IfaceSpec.parse(s) for s in ifaces]
         if not specs:
             raise ValueError("Host.tun needs at least one interface")
@@ -119,12 +125,15 @@ class Host:
         devices: dict[str, TunDevice] = {}
         try:
             for spec in specs:
-                devices[spec.name] = TunDevice(spec.name, offload=offload, netns=netns)
+                devices[spec.name] = TunDevice(spec.name, offload=offload, netns=netns,
+                                               soft_gso=soft_gso)
             core = HostCore(rng, name=name)
             for spec in specs:
                 dev = devices[spec.name]
                 mtu = min(dev.mtu, spec.mtu) if spec.mtu else dev.mtu
-                core.add_interface(spec.name, mtu, list(spec.addresses), offload=dev.offload)
+                # The core emits TCP super-segments whenever the device takes
+                # them: the kernel cuts them (offload) or the driver does (plain).
+                core.add_interface(spec.name, mtu, list(spec.addresses), offload=dev.tso)
                 for gw in spec.gateways:
                     core.add_route("0.0.0.0/0" if gw.version == 4 else "::/0", spec.name,
                                    gateway=str(gw))
@@ -132,7 +141,7 @@ class Host:
             for dev in devices.values():
                 dev.close()
             raise
-        return cls(core, devices, tap=tap)
+        return cls(core, devices, tap=tap, gro=gro)
 
     @classmethod
     def virtual(cls, paths: int = 1, *, rng: random.Random | None = None, mtu: int = 1500,
@@ -185,6 +194,9 @@ class Host:
 
     @property
     def offload(self) -> bool:
+        """Every interface uses the kernel's offloads (TUN vnet header)."""
+        if self.devices:
+            return all(d.offload for d in self.devices.values())
         return all(i.offload for i in self.core.interfaces.values())
 
     def close(self, timeout: float = 10.0) -> None:

@@ -13,8 +13,9 @@ arrived; otherwise a one-line error goes to standard error and the status is
 1 (2 for bad arguments).
 
 `--stats FILE` writes a JSON summary at exit; `--pcap FILE` records every
-packet the stack sends or receives (raw IP link type; super-segments are
-recorded whole, as the TUN device carries them).
+packet the stack sends or receives (raw IP link type; TCP super-segments are
+recorded whole, as the stack emits them or the kernel hands them over with
+offloads, and their TCP checksum field then holds only the pseudo-header sum).
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ class Session:
         self.bytes_sent = 0
         self.bytes_received = 0
         self.errors: list[str] = []
+        self.finished = False
         self.started = time.monotonic()
         self.ended = self.started
         self.local = sock.getsockname()
@@ -184,9 +186,13 @@ class Session:
             t.start()
         # The receiver ends at the peer's FIN (or an error); the sender at stdin EOF.
         threads[1].join()
-        if threads[0].is_alive() and self.errors:
-            sock.close()  # the connection failed: stop reading stdin for it
-        threads[0].join()
+        if self.errors:
+            # The connection failed: stop sending; a sender blocked reading
+            # stdin (a terminal, an idle pipe) is left behind (daemon thread).
+            sock.close()
+            threads[0].join(0.5)
+        else:
+            threads[0].join()  # keep sending after the peer's FIN
         ok = not self.errors and sock.wait_closed(linger)
         if not self.errors and not ok:
             conn = sock.connection
@@ -199,6 +205,7 @@ class Session:
         self.ended = time.monotonic()
         self.info = sock.tcp_info()
         sock.close()
+        self.finished = True
         return not self.errors
 
     def summary(self) -> dict[str, Any]:
@@ -212,9 +219,11 @@ class Session:
             "remote_port": self.remote[1],
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
-            "duration": round(self.ended - self.started, 6),
+            "duration": round((self.ended if self.finished else time.monotonic())
+                              - self.started, 6),
             "ok": not self.errors,
-            "error": "; ".join(self.errors) or None,
+            "error": self.errors[0] if self.errors else None,
+            "errors": list(self.errors),
             "tcp": {k: v for k, v in info.items()
                     if isinstance(v, int | float | str | bool) or v is None},
         }
@@ -265,8 +274,14 @@ def run(args: argparse.Namespace) -> int:
         stats["error"] = str(exc)
         status = 2 if "expected" in str(exc) or "bad port" in str(exc) else 1
     except KeyboardInterrupt:
-        stats["error"] = "interrupted"
-        status = 1 if not sessions or not args.keep else _keep_status(sessions)
+        # With --keep, SIGTERM/SIGINT between connections is the normal end;
+        # a connection cut short by it counts as failed.
+        for session in sessions:
+            if not session.finished:
+                session.errors.append("interrupted")
+        if not (args.keep and sessions):
+            stats["error"] = "interrupted"
+        status = 1 if not (args.keep and sessions) else _keep_status(sessions)
     finally:
         if host is not None:
             host.close(timeout=2.0)

@@ -122,11 +122,13 @@ def add_addr_hmac(
 
 def _py_dss_checksum(dsn: int, ssn: int, dll: int, payload: Payload) -> int:
     """RFC 8684 §3.3.1: checksum of DSN(64) ‖ SSN(32) ‖ DLL(16) ‖ 0(16) ‖ payload."""
+    if not (0 <= dsn < 1 << 64 and 0 <= ssn < 1 << 32 and 0 <= dll < 1 << 16):
+        raise ValueError("dsn must fit 64 bits, ssn 32 bits, dll 16 bits")  # as fastpath
     if isinstance(payload, bytes | bytearray | memoryview):
         data = bytes(payload)
     else:
         data = b"".join(bytes(p) for p in payload)
-    buf = struct.pack("!QIHH", dsn & 0xFFFFFFFFFFFFFFFF, ssn & 0xFFFFFFFF, dll & 0xFFFF, 0)
+    buf = struct.pack("!QIHH", dsn, ssn, dll, 0)
     buf += data
     if len(buf) & 1:
         buf += b"\x00"

@@ -45,8 +45,8 @@ from stack.wire.mptcp import (
     MpFail,
     MpFastclose,
     MpPrio,
-    MptcpSuboption,
     MpTcpRst,
+    MptcpSuboption,
     RemoveAddr,
 )
 
@@ -126,7 +126,7 @@ class Subflow:
         if isinstance(hs, MpcServer) and not hs.fully_established:
             m = hs.on_third_ack(opts, plen)
             if m is False:
-                mp.fall_back(hs.fallback.value if hs.fallback else "third_ack", seg_now=True)
+                mp.fall_back(hs.fallback.value if hs.fallback else "third_ack")
                 return
             mp.on_server_established(self)
             if isinstance(m, Mapping):
@@ -168,8 +168,8 @@ class Subflow:
                     fin = self.rx.note(rel, plen, o)
                     if fin is not None:
                         mp.dr.on_data_fin(fin.dsn, fin.dsn64)
-            elif isinstance(o, MpCapable) and o.data_len is not None and mp.remote is not None:
-                self.rx.note(rel, plen, Mapping.from_mpc(o, mp.remote.idsn))
+            elif isinstance(o, MpCapable) and o.data_len is not None and mp.peer is not None:
+                self.rx.note(rel, plen, Mapping.from_mpc(o, mp.peer.idsn))
             elif isinstance(o, AddAddr):
                 mp.on_add_addr(self, o)
             elif isinstance(o, RemoveAddr):

@@ -14,8 +14,10 @@ nibble (MP_CAPABLE) and the flag nibble (ADD_ADDR v0 IPVer vs v1 echo); the
 segment's flags, but no RFC 8684 / RFC 6824 layout needs them (a v0
 MP_CAPABLE of 12 bytes carries "the sender's key" on both SYN and SYN/ACK).
 
-Lengths (bad ones raise `SanityError`; a length byte that disagrees with the
-bytes given raises `IntegrityError`):
+Lengths (an option whose length fits no layout of its subtype, or disagrees
+with its flags or with the bytes given, raises `IntegrityError`; a field value
+that no layout allows, such as an unknown ADD_ADDR flag nibble or a version
+without a layout of that length, raises `SanityError`):
 
 =============  =====================================================================
 MP_CAPABLE     v1: 4 (SYN), 12 (SYN/ACK), 20 (ACK), 22 (+data len), 24 (+checksum);
@@ -246,8 +248,8 @@ def _check_mpc_version(version: int, length: int) -> None:
 def _parse_capable(d: bytes) -> MpCapable:
     n = len(d)
     version = d[2] & 0x0F
-    if n < 4:
-        raise SanityError(f"MP_CAPABLE length {n} matches no variant")
+    if n not in (4, 12, 20, 22, 24):
+        raise IntegrityError(f"MP_CAPABLE length {n} matches no variant")
     _check_mpc_version(version, n)
     opt = MpCapable(version=version, flags=d[3])
     if n >= 12:
@@ -312,7 +314,7 @@ def _is_bytes(v: object, n: int) -> bool:
 def _parse_join(d: bytes) -> MpJoin:
     n = len(d)
     if n not in (12, 16, 24):
-        raise SanityError(f"MP_JOIN length {n} is not 12, 16 or 24")
+        raise IntegrityError(f"MP_JOIN length {n} is not 12, 16 or 24")
     nibble = d[2] & 0x0F
     opt = MpJoin("syn", backup=bool(nibble & 1), addr_id=d[3], reserved=nibble & 0x0E)
     if n == 12:
@@ -411,7 +413,7 @@ class Dss:
 def _parse_dss(d: bytes) -> Dss:
     n = len(d)
     if n < 4:
-        raise SanityError(f"DSS length {n} < 4")
+        raise IntegrityError(f"DSS length {n} < 4")
     f = ((d[2] & 0x0F) << 8) | d[3]
     ack_len = (8 if f & DSS_a else 4) if f & DSS_A else 0
     dsn_len = (8 if f & DSS_m else 4) if f & DSS_M else 0
@@ -421,7 +423,7 @@ def _parse_dss(d: bytes) -> Dss:
     elif n == base + 2 and dsn_len:
         has_csum = True
     else:
-        raise SanityError(f"DSS length {n} does not match flags 0x{f & 0xFF:02x}")
+        raise IntegrityError(f"DSS length {n} does not match flags 0x{f & 0xFF:02x}")
     rep = DSS_A | DSS_M | DSS_F | (DSS_a if ack_len else 0) | (DSS_m if dsn_len else 0)
     opt = Dss(
         data_ack_len=ack_len, dsn_len=dsn_len, data_fin=bool(f & DSS_F), reserved=f & ~rep & 0xFFF
@@ -505,14 +507,14 @@ def _parse_add_addr(d: bytes) -> AddAddr:
         version = 0
         layout = _ADD_ADDR_LAYOUT.get(n)
         if layout is None or layout[1] or layout[0] != nibble:
-            raise SanityError(f"ADD_ADDR v0 IPv{nibble} with bad length {n}")
+            raise IntegrityError(f"ADD_ADDR v0 IPv{nibble} with bad length {n}")
         echo = False
     elif nibble & 0x0E == 0:  # RFC 8684: 000E
         version = 1
         echo = bool(nibble & 1)
         layout = _ADD_ADDR_LAYOUT.get(n)
         if layout is None or layout[1] == echo:
-            raise SanityError(f"ADD_ADDR length {n} does not fit echo={int(echo)}")
+            raise IntegrityError(f"ADD_ADDR length {n} does not fit echo={int(echo)}")
     else:
         raise SanityError(f"ADD_ADDR flag nibble 0x{nibble:x} is neither v1 nor v0")
     family, has_hmac, has_port = layout
@@ -649,7 +651,7 @@ MptcpSuboption = (
 
 def _parse_fixed(d: bytes, n: int, name: str) -> None:
     if len(d) != n:
-        raise SanityError(f"{name} length {len(d)} is not {n}")
+        raise IntegrityError(f"{name} length {len(d)} is not {n}")
 
 
 def parse_mptcp(
@@ -681,11 +683,11 @@ def parse_mptcp(
         return _parse_add_addr(d)
     if st == REMOVE_ADDR:
         if len(d) < 4:
-            raise SanityError("REMOVE_ADDR with no address ids")
+            raise IntegrityError("REMOVE_ADDR with no address ids")
         return RemoveAddr(tuple(d[3:]), d[2] & 0x0F)
     if st == MP_PRIO:
         if len(d) not in (3, 4):
-            raise SanityError(f"MP_PRIO length {len(d)} is not 3 or 4")
+            raise IntegrityError(f"MP_PRIO length {len(d)} is not 3 or 4")
         return MpPrio(bool(d[2] & 1), d[3] if len(d) == 4 else None, d[2] & 0x0E)
     if st == MP_FAIL:
         _parse_fixed(d, 12, "MP_FAIL")

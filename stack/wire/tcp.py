@@ -231,7 +231,7 @@ def parse_options(
         body = d[i : i + olen]
         fixed = _FIXED_LEN.get(kind)
         if fixed is not None and olen != fixed:
-            raise SanityError(f"TCP option kind {kind} has length {olen}, not {fixed}")
+            raise IntegrityError(f"TCP option kind {kind} has length {olen}, not {fixed}")
         opt: TcpOption
         if kind == KIND_MSS:
             opt = MssOption(int.from_bytes(body[2:4], "big"))
@@ -243,7 +243,7 @@ def parse_options(
             opt = TimestampsOption(*struct.unpack_from("!II", body, 2))
         elif kind == KIND_SACK:
             if (olen - 2) % 8 or olen < 10:
-                raise SanityError(f"SACK option length {olen} is not 2 + 8n (n >= 1)")
+                raise IntegrityError(f"SACK option length {olen} is not 2 + 8n (n >= 1)")
             vals = struct.unpack_from(f"!{(olen - 2) // 4}I", body, 2)
             opt = SackOption(tuple(zip(vals[::2], vals[1::2], strict=True)))
         elif kind == KIND_MPTCP:

@@ -28,7 +28,7 @@ PROG = "mpstack"
 # for groups.
 COMMANDS: dict[str, tuple[str, str]] = {
     "nc": ("stack.api.nc", "netcat over the userspace (MP)TCP stack on TUN devices"),
-    "run": ("stack.api.run", "run a host or an experiment described by a file"),
+    "run": ("stack.api.run", "run an unmodified Python program with its TCP on the stack"),
 }
 GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
     "trace": ("decode, inspect, replay and compare packet traces", {

@@ -63,7 +63,7 @@ def test_path_cut_mid_transfer_reinjects_and_completes() -> None:
     t = two_hosts(2, seed=4)
     up, down = payload(5_000_000, 6), payload(5_000_000, 8)
     x = Exchange(t, up, down)
-    t.net.call_at(0.3, lambda now: t.cut(2))
+    t.net.call_at(0.15, lambda now: t.cut(2))
     assert x.run(120)
     assert x.failed() is None
     assert x.received_up == up and x.received_down == down

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import os
 import select
 import socket
 import struct
@@ -21,7 +22,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tools.topology import Netns, Topology, can_run, unique_name  # noqa: E402
-from tun.device import IFF_PERSIST, IFF_VNET_HDR, TunDevice  # noqa: E402
+from tun.device import IFF_NO_PI, IFF_PERSIST, IFF_TUN, IFF_VNET_HDR, TunDevice  # noqa: E402
 from tun.vnet import F_NEEDS_CSUM, GSO_TCPV4  # noqa: E402
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(can_run() is not None,
@@ -129,9 +130,32 @@ def test_attach_leaves_existing_device_as_found(topo: Topology) -> None:
 
 
 def test_attach_plain_mode(topo: Topology) -> None:
+    before = link_state(topo, topo.path.tun)
     dev = TunDevice(topo.path.tun, netns=topo.ns, offload=False)
     with dev:
         assert not dev.offload and not dev.vnet and not dev.flags & IFF_VNET_HDR
+        assert dev.tso  # super-segments are still taken: cut in software
+    assert link_state(topo, topo.path.tun) == before
+
+
+def test_attach_to_vnet_device_restores_its_flags(topo: Topology) -> None:
+    """A device that had vnet_hdr on, left down: plain attach and back."""
+    name = topo.path.tun
+    topo.ip("link", "set", "dev", name, "down")
+    os.close(_open_queue_in(topo, name, IFF_TUN | IFF_NO_PI | IFF_VNET_HDR))
+    before = link_state(topo, name)
+    assert before[0]["info_data"]["vnet_hdr"] and "UP" not in before[1]
+    with TunDevice(name, netns=topo.ns, offload=False) as dev:
+        assert not dev.vnet
+        assert topo.link(name)["linkinfo"]["info_data"]["vnet_hdr"] is False
+    assert link_state(topo, name) == before
+
+
+def _open_queue_in(topo: Topology, name: str, flags: int) -> int:
+    from tun.device import _open_queue
+
+    with topo.enter():
+        return _open_queue(name, flags)
 
 
 def test_create_non_persistent_device() -> None:

@@ -62,7 +62,10 @@ def run(cmd: Sequence[str] | str, *, check: bool = True, ns: str | None = None,
 
 
 def can_run() -> str | None:
-    """Why the namespace set-up cannot work here, or None if it can."""
+    """Why the namespace set-up cannot work here, or None if it can
+    (MPSTACK_SKIP_ROOT=1 in the environment says "do not try")."""
+    if os.environ.get("MPSTACK_SKIP_ROOT"):
+        return "MPSTACK_SKIP_ROOT is set"
     if os.geteuid() != 0:
         return "needs root"
     if not os.path.exists("/dev/net/tun"):
@@ -200,18 +203,19 @@ class TunPath:
 class Topology(Netns):
     """A namespace with `paths` persistent TUN devices, kernel sides configured."""
 
-    def __init__(self, paths: int = 1, *, mtu: int = 1500, name: str | None = None) -> None:
+    def __init__(self, paths: int = 1, *, mtu: int = 1500, txqueuelen: int = 1000,
+                 name: str | None = None) -> None:
         super().__init__(name)
         self.ns = self.name
         self.paths: list[TunPath] = []
         try:
             for i in range(1, paths + 1):
-                self.paths.append(self._add_tun(i, mtu))
+                self.paths.append(self._add_tun(i, mtu, txqueuelen))
         except BaseException:
             self.close()
             raise
 
-    def _add_tun(self, i: int, mtu: int) -> TunPath:
+    def _add_tun(self, i: int, mtu: int, txqueuelen: int) -> TunPath:
         tun = unique_name("t")
         self.ip("tuntap", "add", "dev", tun, "mode", "tun")
         path = TunPath(
@@ -221,7 +225,10 @@ class Topology(Netns):
             kernel_v6=ipaddress.IPv6Interface(f"fd00:{i}::1/64"),
             stack_v6=ipaddress.IPv6Interface(f"fd00:{i}::2/64"),
         )
-        self.ip("link", "set", "dev", tun, "mtu", str(mtu))
+        # The TUN's queue is the only buffer between the kernel's sender and the
+        # stack: 1000 packets as on an Ethernet NIC (a TUN's default, 500,
+        # overflows under a kernel BBR sender probing against the userspace reader).
+        self.ip("link", "set", "dev", tun, "mtu", str(mtu), "txqueuelen", str(txqueuelen))
         # No kernel-made IPv6 link-local when the stack brings the carrier up:
         # the device's addresses stay exactly the ones configured here.
         self.ip("link", "set", "dev", tun, "addrgenmode", "none")

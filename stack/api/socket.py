@@ -25,7 +25,6 @@ import io
 import ipaddress
 import os
 import socket as _std
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -392,13 +391,15 @@ class Socket:
         return conn
 
     def send(self, data: Any, flags: int = 0) -> int:
-        view = memoryview(data).cast("B")
+        return self._send(memoryview(data).cast("B"), self._timeout)
+
+    def _send(self, view: memoryview, timeout: float | None) -> int:
         with self._lock:
             conn = self._connected()
             if not view.nbytes:
                 self._send_check(conn)
                 return 0
-            self._wait(lambda: self._send_ready(conn), self._timeout)
+            self._wait(lambda: self._send_ready(conn), timeout)
             self._send_check(conn)
             now = self._now()
             n = conn.send(view, now)
@@ -424,18 +425,14 @@ class Socket:
         view = memoryview(data).cast("B")
         total = view.nbytes
         sent = 0
-        deadline = None if not self._timeout else time.monotonic() + self._timeout
+        timeout = self._timeout
+        deadline = None if not timeout else time.monotonic() + timeout
         while sent < total:
-            saved = self._timeout
             if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
                     raise TimeoutError("timed out")
-                self._timeout = left
-            try:
-                sent += self.send(view[sent:])
-            finally:
-                self._timeout = saved
+            sent += self._send(view[sent:], timeout)
 
     def sendfile(self, file: io.BufferedReader, offset: int = 0, count: int | None = None) -> int:
         file.seek(offset)
@@ -705,7 +702,3 @@ class Socket:
                 self._io_refs -= 1
             if self._closing and self._io_refs == 0 and not self._closed:
                 self._real_close()
-
-    @property
-    def _sock_lock(self) -> threading.RLock:  # for tests / debugging
-        return self._lock

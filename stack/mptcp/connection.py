@@ -529,7 +529,11 @@ class MptcpConnection:
         c = sf.conn
         usable = sf.usable
         cwnd = c.cc.cwnd if c.cc is not None else 0
-        in_flight = max(0, seq_diff(c.write_seq, c.snd_una))
+        # what the window limits: the pipe (SACKed bytes are not in flight,
+        # RFC 6675) plus what the subflow holds unsent
+        in_flight = (c.in_flight + c.unsent) if c.cc is not None else 0
+        if cwnd - in_flight < c.effective_mss and self.ds.pending >= c.effective_mss:
+            in_flight = cwnd  # less than a segment of room: not a candidate now
         return SubflowState(sf.id, c.rtt.srtt, cwnd, in_flight,
                             sf.backup or sf.peer_backup, usable, sf.stale.stale)
 

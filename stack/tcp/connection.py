@@ -272,6 +272,17 @@ class TcpConnection(ReceiveMixin, TransmitMixin):
         )
 
     @property
+    def in_flight(self) -> int:
+        """Bytes in the network: RFC 6675 pipe during SACK recovery, else
+        outstanding less SACKed (what the congestion window limits)."""
+        return self._pipe()
+
+    @property
+    def unsent(self) -> int:
+        """Queued bytes not sent yet."""
+        return max(0, seq_diff(self.sndbuf.end, self.snd_nxt))
+
+    @property
     def _upper_timers(self) -> bool:
         return self.upper is not None and hasattr(self.upper, "next_deadline")
 

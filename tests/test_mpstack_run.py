@@ -1,0 +1,431 @@
+"""`mpstack run -- COMMAND`: unmodified Python programs on the userspace stack (issue 5).
+
+The programs are the standard library's own (`python -m http.server`,
+`urllib.request`, asyncio streams), started by `mpstack run` with the stack's
+side of a TUN; their peers are kernel sockets in the topology's namespace.
+The root namespace has no route to the kernel peer (its TUN lives in the
+namespace), so a program whose socket stayed on the kernel could not reach
+it; the kernel peer also sees the stack's address (10.1.0.2) as the client.
+Whether the connections are MPTCP or TCP is the host's default; nothing here
+assumes either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tools.topology import Topology, can_run  # noqa: E402
+
+PY = sys.executable
+_ports = itertools.count(7500)
+K4, S4 = "10.1.0.1", "10.1.0.2"
+ENV = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+
+
+def mpstack_run(*args: str, timeout: float = 60, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PY, "-m", "stack.cli", "run", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, env=ENV, **kw)  # type: ignore[call-overload]
+
+
+# ------------------------------------------------------------ no root needed
+def test_non_python_command_is_refused_with_one_line() -> None:
+    proc = mpstack_run("--iface", "tunx,10.9.0.2/24", "--", "/bin/true")
+    assert proc.returncode == 125
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mpstack run: /bin/true is not a Python")
+
+
+@pytest.mark.parametrize("opt", ["-I", "-E", "-S", "-uE"])
+def test_python_options_that_skip_the_hook_are_refused(opt: str) -> None:
+    proc = mpstack_run("--iface", "tunx,10.9.0.2/24", "--", PY, opt, "-c", "pass")
+    assert proc.returncode == 125
+    assert "would skip the stack's start-up hook" in proc.stderr
+
+
+def test_usage_errors() -> None:
+    proc = mpstack_run("--", PY, "-c", "pass")
+    assert proc.returncode == 125 and "--iface" in proc.stderr
+    proc = mpstack_run("--iface", "tunx", "--", PY, "-c", "pass")
+    assert proc.returncode == 125 and proc.stderr.startswith("mpstack run: interface spec")
+    proc = mpstack_run("--iface", "tunx,10.9.0.2/24", "--", "no-such-command-xyz")
+    assert proc.returncode == 127 and "command not found" in proc.stderr
+    proc = mpstack_run("--iface", "tunx,10.9.0.2/24", "--")
+    assert proc.returncode == 125 and "no command" in proc.stderr
+
+
+def test_shebang_scripts_are_recognised(tmp_path: Path) -> None:
+    from stack.api.run import RunError, check_command
+
+    script = tmp_path / "tool"
+    script.write_text("#!/usr/bin/env python3\nprint('hi')\n")
+    script.chmod(0o755)
+    assert check_command([str(script)]) == str(script)
+    isolated = tmp_path / "isolated"
+    isolated.write_text("#!/usr/bin/python3 -I\n")
+    isolated.chmod(0o755)
+    with pytest.raises(RunError, match="isolated"):
+        check_command([str(isolated)])
+    shell = tmp_path / "shell"
+    shell.write_text("#!/bin/sh\necho hi\n")
+    shell.chmod(0o755)
+    with pytest.raises(RunError, match="not a Python program"):
+        check_command([str(shell)])
+
+
+def test_stack_that_cannot_start_stops_the_program_before_its_first_line() -> None:
+    """The program must never silently run on the kernel's TCP instead."""
+    proc = mpstack_run("--iface", "tunx,10.9.0.2/24", "--netns", "mps-no-such-namespace",
+                       "--", PY, "-c", "print('ran')")
+    assert proc.returncode == 125
+    assert "ran" not in proc.stdout
+    assert proc.stderr.startswith("mpstack run: ") and len(proc.stderr.splitlines()) == 1
+
+
+# ------------------------------------------------------------- with the kernel
+@pytest.fixture(scope="module")
+def topo():
+    if can_run() is not None:
+        pytest.skip(str(can_run()))
+    with Topology(1) as t:
+        yield t
+
+
+def iface_args(topo: Topology) -> list[str]:
+    return ["--iface", topo.path.spec(), "--netns", topo.ns]
+
+
+def wait_for_port(topo: Topology, addr: str, port: int, proc: subprocess.Popen[str],
+                  timeout: float = 20) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited {proc.returncode}: {proc.stderr.read()}")
+        with topo.enter():
+            s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
+        s.settimeout(1)
+        try:
+            s.connect((addr, port))
+            return
+        except OSError:
+            time.sleep(0.1)
+        finally:
+            s.close()
+    raise AssertionError(f"nothing listening on {addr} port {port}")
+
+
+@pytest.mark.root
+@pytest.mark.interop
+def test_http_server_on_the_stack_serves_a_kernel_client(topo: Topology, tmp_path: Path) -> None:
+    """`mpstack run -- python -m http.server --bind ::` (dual stack): a kernel
+    urllib client downloads 3 MB intact over IPv4 and IPv6; SIGINT ends the
+    server with its own status (0)."""
+    data = os.urandom(3 * 1024 * 1024)
+    (tmp_path / "blob").write_bytes(data)
+    port = next(_ports)
+    server = subprocess.Popen(
+        [PY, "-m", "stack.cli", "run", *iface_args(topo), "--", PY, "-m", "http.server",
+         "--bind", "::", str(port), "--directory", str(tmp_path)],
+        cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_port(topo, S4, port, server)
+        for url in (f"http://{S4}:{port}/blob", f"http://[fd00:1::2]:{port}/blob"):
+            with topo.enter():
+                with urllib.request.urlopen(url, timeout=20) as resp:
+                    got = resp.read()
+            assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest(), url
+        server.send_signal(signal.SIGINT)
+        out, err = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0, err
+    assert f'{K4} - - ' in err and '"GET /blob HTTP/1.1" 200' in err  # the kernel client
+    assert "fd00:1::1" in err
+
+
+@pytest.mark.root
+@pytest.mark.interop
+def test_urllib_download_from_a_kernel_server_and_exit_status(topo: Topology,
+                                                              tmp_path: Path) -> None:
+    """A `urllib.request.urlopen` program under mpstack run downloads 4 MB from
+    `python -m http.server` in the kernel's namespace: intact, the kernel
+    saw the stack's address, and the program's exit status (3) comes back."""
+    data = os.urandom(4 * 1024 * 1024)
+    (tmp_path / "blob").write_bytes(data)
+    port = next(_ports)
+    kernel = topo.popen([PY, "-m", "http.server", "--bind", K4, str(port), "--directory",
+                         str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        text=True)
+    try:
+        wait_for_port(topo, K4, port, kernel)
+        program = textwrap.dedent(f"""
+            import hashlib, os, socket, sys, urllib.request
+            assert "MPSTACK_RUN_CONFIG" not in os.environ
+            with urllib.request.urlopen("http://{K4}:{port}/blob", timeout=20) as resp:
+                body = resp.read()
+            print(len(body), hashlib.sha256(body).hexdigest())
+            sys.exit(3)
+        """)
+        proc = mpstack_run(*iface_args(topo), "--", PY, "-c", program)
+    finally:
+        kernel.send_signal(signal.SIGINT)
+        try:
+            _, kernel_log = kernel.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            kernel.kill()
+            _, kernel_log = kernel.communicate()
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout.split() == [str(len(data)), hashlib.sha256(data).hexdigest()]
+    assert f'{S4} - - ' in kernel_log and '"GET /blob HTTP/1.1" 200' in kernel_log
+
+
+@pytest.mark.root
+@pytest.mark.interop
+def test_asyncio_and_selectors_program_on_the_stack(topo: Topology) -> None:
+    """An unmodified asyncio program (the standard loop: selectors, add_writer
+    for connect and for a full send buffer) echoes 2 MB through a kernel
+    echo server; a plain `selectors` EVENT_WRITE wait works too."""
+    port = next(_ports)
+    echo = subprocess.Popen(  # a kernel echo server, in the namespace
+        ["ip", "netns", "exec", topo.ns, PY, "-c", textwrap.dedent(f"""
+            import socket
+            s = socket.create_server(("{K4}", {port}))
+            for _ in range(2):
+                c, _ = s.accept()
+                while d := c.recv(65536):
+                    c.sendall(d)
+                c.close()
+        """)])
+    program = textwrap.dedent(f"""
+        import asyncio, hashlib, os, selectors, socket, time
+        for _ in range(100):
+            try:
+                socket.create_connection(("{K4}", {port}), timeout=5).close()
+                break
+            except ConnectionRefusedError:
+                time.sleep(0.1)
+        async def main():
+            r, w = await asyncio.open_connection("{K4}", {port})
+            data = os.urandom(2 * 1024 * 1024)
+            async def pump():
+                w.write(data)
+                await w.drain()
+                w.write_eof()
+            t = asyncio.create_task(pump())
+            got = await r.read(-1)
+            await t
+            w.close()
+            return hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+        ok = asyncio.run(asyncio.wait_for(main(), 30))
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("{K4}", {port + 100}))  # nobody there: refused
+        sel = selectors.DefaultSelector()
+        sel.register(s, selectors.EVENT_WRITE)
+        ready = sel.select(5)
+        err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        print(ok, len(ready), err == 111)
+    """)
+    try:
+        proc = mpstack_run(*iface_args(topo), "--", PY, "-c", program, timeout=60)
+    finally:
+        echo.kill()
+        echo.wait()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "1", "True"]
+
+
+@pytest.mark.root
+def test_unsupported_uses_fail_with_one_line(topo: Topology) -> None:
+    """Handing a stack socket's descriptor to code that wants a kernel socket."""
+    cases = {
+        "socket.fromfd": "socket.fromfd(s.fileno(), socket.AF_INET, socket.SOCK_STREAM)",
+        "os.sendfile": "os.sendfile(s.fileno(), 0, 0, 1)",
+        "ssl wrap_socket": "ssl.create_default_context().wrap_socket(s)",
+    }
+    for what, line in cases.items():
+        program = f"import os, socket, ssl\ns = socket.socket()\n{line}\nprint('went on')"
+        proc = mpstack_run(*iface_args(topo), "--", PY, "-c", program)
+        assert proc.returncode == 1, (what, proc.stderr)
+        assert "went on" not in proc.stdout
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("mpstack run: unsupported: " + what), \
+            (what, proc.stderr)
+    # UDP and AF_UNIX stay on the kernel and work as usual
+    program = textwrap.dedent("""
+        import socket
+        a, b = socket.socketpair()
+        a.sendall(b"x"); assert b.recv(1) == b"x"
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.bind(("127.0.0.1", 0)); u.sendto(b"y", u.getsockname()); assert u.recv(1) == b"y"
+        t = socket.socket()
+        print(type(u).__module__, type(t).__module__, isinstance(t, socket.socket))
+    """)
+    proc = mpstack_run(*iface_args(topo), "--", PY, "-c", program)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["stack.api.run_child", "stack.api.socket", "True"]
+
+
+# ------------------------------------------------ two paths, MPTCP-capable peers
+IPPROTO_MPTCP = getattr(socket, "IPPROTO_MPTCP", 262)
+MPTCP_COUNTERS = ("MPTcpExtMPCapableSYNRX", "MPTcpExtMPCapableSYNACKRX",
+                  "MPTcpExtMPJoinSynRx", "MPTcpExtMPJoinSynAckRx")
+
+
+@pytest.fixture(scope="module")
+def topo2():
+    if can_run() is not None:
+        pytest.skip(str(can_run()))
+    with Topology(2) as t:
+        t.exec("ip", "mptcp", "endpoint", "flush")
+        t.exec("ip", "mptcp", "limits", "set", "subflows", "2", "add_addr_accepted", "2")
+        yield t
+
+
+def tun_bytes(topo: Topology) -> list[int]:
+    """Bytes through each TUN, both directions (the kernel's counters)."""
+    import json
+
+    out = []
+    for p in topo.paths:
+        info = json.loads(topo.ip("-s", "-j", "link", "show", p.tun).stdout)[0]
+        stats = info.get("stats64", info.get("stats", {}))
+        out.append(int(stats["rx"]["bytes"]) + int(stats["tx"]["bytes"]))
+    return out
+
+
+def check_paths(topo: Topology, before: dict[str, int], bytes_before: list[int],
+                size: int) -> str:
+    """When the kernel negotiated MPTCP with the stack (the stack's default
+    once its MPTCP is wired), both paths must have joined and carried data;
+    over plain TCP only the integrity checks of the caller apply."""
+    after = topo.nstat()
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in MPTCP_COUNTERS}
+    carried = [b - a for a, b in zip(bytes_before, tun_bytes(topo), strict=True)]
+    if delta["MPTcpExtMPCapableSYNRX"] + delta["MPTcpExtMPCapableSYNACKRX"] == 0:
+        assert sum(carried) >= size  # plain TCP (fallback or not yet the default)
+        return "tcp"
+    assert delta["MPTcpExtMPJoinSynRx"] + delta["MPTcpExtMPJoinSynAckRx"] >= 1, delta
+    assert min(carried) >= size // 20, carried  # both subflows carried data
+    return "mptcp"
+
+
+@pytest.mark.root
+@pytest.mark.interop
+def test_two_paths_http_server_kernel_mptcp_client(topo2: Topology, tmp_path: Path) -> None:
+    """`python -m http.server` under mpstack run on two TUN paths; a kernel
+    MPTCP client (IPPROTO_MPTCP, a `subflow` endpoint on path 2) downloads
+    8 MB intact; with MPTCP negotiated, both paths carry data."""
+    import http.client
+
+    topo = topo2
+    topo.exec("ip", "mptcp", "endpoint", "flush")
+    topo.exec("ip", "mptcp", "endpoint", "add", str(topo.paths[1].kernel_v4.ip), "dev",
+              topo.paths[1].tun, "subflow")
+    size = 8 * 1024 * 1024
+    data = os.urandom(size)
+    (tmp_path / "blob").write_bytes(data)
+    port = next(_ports)
+    args = [a for p in topo.paths for a in ("--iface", p.spec())] + ["--netns", topo.ns]
+    server = subprocess.Popen(
+        [PY, "-m", "stack.cli", "run", *args, "--", PY, "-m", "http.server", "--bind", "::",
+         str(port), "--directory", str(tmp_path)],
+        cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    class MptcpConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            with topo.enter():
+                self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
+            self.sock.settimeout(self.timeout)
+            self.sock.connect((self.host, self.port))
+
+    try:
+        wait_for_port(topo, S4, port, server)
+        before, bytes_before = topo.nstat(), tun_bytes(topo)
+        conn = MptcpConnection(S4, port, timeout=30)
+        conn.request("GET", "/blob")
+        got = conn.getresponse().read()
+        conn.close()
+        assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+        check_paths(topo, before, bytes_before, size)
+        server.send_signal(signal.SIGINT)
+        _, err = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0, err
+
+
+KERNEL_MPTCP_HTTP = textwrap.dedent("""
+    import functools, http.server, socket, sys
+    class Server(http.server.ThreadingHTTPServer):
+        def __init__(self, addr, handler):
+            super().__init__(addr, handler, bind_and_activate=False)
+            self.socket.close()
+            self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM,
+                                        getattr(socket, "IPPROTO_MPTCP", 262))
+            self.server_bind()
+            self.server_activate()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[2])
+    try:
+        Server(("0.0.0.0", int(sys.argv[1])), handler).serve_forever()
+    except KeyboardInterrupt:
+        pass
+""")
+
+
+@pytest.mark.root
+@pytest.mark.interop
+def test_two_paths_urllib_download_from_kernel_mptcp_server(topo2: Topology,
+                                                            tmp_path: Path) -> None:
+    """A urllib download under mpstack run on two TUN paths from a kernel MPTCP
+    HTTP server that announces its second address (`signal` endpoint): 8 MB
+    intact, exit status kept; with MPTCP negotiated, both paths carry data."""
+    topo = topo2
+    topo.exec("ip", "mptcp", "endpoint", "flush")
+    topo.exec("ip", "mptcp", "endpoint", "add", str(topo.paths[1].kernel_v4.ip), "dev",
+              topo.paths[1].tun, "signal")
+    size = 8 * 1024 * 1024
+    data = os.urandom(size)
+    (tmp_path / "blob").write_bytes(data)
+    port = next(_ports)
+    kernel = topo.popen([PY, "-c", KERNEL_MPTCP_HTTP, str(port), str(tmp_path)],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [a for p in topo.paths for a in ("--iface", p.spec())] + ["--netns", topo.ns]
+    program = textwrap.dedent(f"""
+        import hashlib, sys, urllib.request
+        body = urllib.request.urlopen("http://{K4}:{port}/blob", timeout=30).read()
+        print(hashlib.sha256(body).hexdigest())
+        sys.exit(5)
+    """)
+    try:
+        wait_for_port(topo, K4, port, kernel)
+        before, bytes_before = topo.nstat(), tun_bytes(topo)
+        proc = mpstack_run(*args, "--", PY, "-c", program)
+        assert proc.returncode == 5, proc.stderr
+        assert proc.stdout.strip() == hashlib.sha256(data).hexdigest()
+        check_paths(topo, before, bytes_before, size)
+    finally:
+        kernel.send_signal(signal.SIGINT)
+        try:
+            kernel.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            kernel.kill()
+            kernel.communicate()

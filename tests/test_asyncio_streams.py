@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # tools/, after the package
 
 import stack  # noqa: E402
 import stack.asyncio as sasyncio  # noqa: E402

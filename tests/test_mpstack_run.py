@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT))  # tools/, after the package
 
 from tools.topology import Topology, can_run  # noqa: E402
 
@@ -257,10 +257,14 @@ def test_unsupported_uses_fail_with_one_line(topo: Topology) -> None:
     cases = {
         "socket.fromfd": "socket.fromfd(s.fileno(), socket.AF_INET, socket.SOCK_STREAM)",
         "os.sendfile": "os.sendfile(s.fileno(), 0, 0, 1)",
-        "ssl wrap_socket": "ssl.create_default_context().wrap_socket(s)",
+        "a TCP socket in a child made by os.fork()": textwrap.dedent("""
+            if os.fork() == 0:
+                socket.socket()
+            _, status = os.wait()
+            raise SystemExit(os.waitstatus_to_exitcode(status))"""),
     }
     for what, line in cases.items():
-        program = f"import os, socket, ssl\ns = socket.socket()\n{line}\nprint('went on')"
+        program = f"import os, socket\ns = socket.socket()\n{line}\nprint('went on')"
         proc = mpstack_run(*iface_args(topo), "--", PY, "-c", program)
         assert proc.returncode == 1, (what, proc.stderr)
         assert "went on" not in proc.stdout
@@ -429,3 +433,101 @@ def test_two_paths_urllib_download_from_kernel_mptcp_server(topo2: Topology,
         except subprocess.TimeoutExpired:
             kernel.kill()
             kernel.communicate()
+
+
+# ------------------------------------------------------------------------ TLS
+HTTPS_SERVER = textwrap.dedent("""
+    import functools, http.server, ssl, sys
+    bind, port, directory, cert, key = sys.argv[1:6]
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=directory)
+    httpd = http.server.ThreadingHTTPServer((bind, int(port)), handler)
+    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+""")
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for the kernel's and the stack's addresses."""
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = str(d / "cert.pem"), str(d / "key.pem")
+    proc = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                           "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=mpstack",
+                           "-addext", f"subjectAltName=IP:{K4},IP:{S4}"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"openssl cannot make a certificate: {proc.stderr.strip()[:200]}")
+    return cert, key
+
+
+@pytest.mark.root
+@pytest.mark.interop
+def test_https_download_from_kernel_server(topo: Topology, tmp_path: Path,
+                                           certificate: tuple[str, str]) -> None:
+    """urllib over TLS (certificate and host name checked) under mpstack run,
+    from a kernel HTTPS server: 2 MB intact; TLS runs over the stack socket."""
+    cert, key = certificate
+    data = os.urandom(2 * 1024 * 1024)
+    (tmp_path / "blob").write_bytes(data)
+    port = next(_ports)
+    kernel = topo.popen([PY, "-c", HTTPS_SERVER, K4, str(port), str(tmp_path), cert, key],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    program = textwrap.dedent(f"""
+        import hashlib, ssl, urllib.request
+        ctx = ssl.create_default_context(cafile={cert!r})
+        with urllib.request.urlopen("https://{K4}:{port}/blob", context=ctx, timeout=20) as r:
+            body = r.read()
+        print(hashlib.sha256(body).hexdigest())
+    """)
+    try:
+        wait_for_port(topo, K4, port, kernel)
+        proc = mpstack_run(*iface_args(topo), "--", PY, "-c", program)
+    finally:
+        kernel.send_signal(signal.SIGINT)
+        try:
+            _, log = kernel.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            kernel.kill()
+            _, log = kernel.communicate()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == hashlib.sha256(data).hexdigest()
+    assert f'{S4} - - ' in log and '"GET /blob HTTP/1.1" 200' in log
+
+
+@pytest.mark.root
+@pytest.mark.interop
+def test_https_server_on_the_stack(topo: Topology, tmp_path: Path,
+                                   certificate: tuple[str, str]) -> None:
+    """An HTTPS server (http.server + SSLContext.wrap_socket of the listening
+    socket) under mpstack run; a kernel urllib client checks the certificate
+    and downloads 2 MB intact."""
+    import ssl
+
+    cert, key = certificate
+    data = os.urandom(2 * 1024 * 1024)
+    (tmp_path / "blob").write_bytes(data)
+    port = next(_ports)
+    server = subprocess.Popen(
+        [PY, "-m", "stack.cli", "run", *iface_args(topo), "--", PY, "-c", HTTPS_SERVER,
+         S4, str(port), str(tmp_path), cert, key],
+        cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_port(topo, S4, port, server)
+        ctx = ssl.create_default_context(cafile=cert)
+        with topo.enter():
+            with urllib.request.urlopen(f"https://{S4}:{port}/blob", context=ctx,
+                                        timeout=20) as resp:
+                got = resp.read()
+        assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+        server.send_signal(signal.SIGINT)
+        _, err = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0, err

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # tools/, after the package
 
 from tools.topology import Topology, can_run  # noqa: E402
 

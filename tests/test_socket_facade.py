@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # tools/, after the package
 
 import stack  # noqa: E402
 from stack import socket as ssock  # noqa: E402

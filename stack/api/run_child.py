@@ -16,9 +16,11 @@ MPSTACK_RUN_CONFIG; Python imports `sitecustomize` at start-up, which calls
 3. makes `selectors.DefaultSelector` (what asyncio's loop uses) map write
    interest in a stack socket to its `writable_fileno()` (its `fileno()` is an
    eventfd, which always polls writable);
-4. refuses with one clear line what cannot work: handing a stack socket's
+4. makes `ssl.SSLContext.wrap_socket` of a stack socket a `stack.api.tls.TlsSocket`
+   (TLS records through memory BIOs), so `https` clients and servers work;
+5. refuses with one clear line what cannot work: handing a stack socket's
    descriptor to code that expects a kernel socket (`socket.fromfd`,
-   `socket.socket(fileno=...)`, `os.sendfile`, `ssl` wrapping it), and new
+   `socket.socket(fileno=...)`, `os.sendfile`), and new
    TCP sockets in a child made by `os.fork()` (the stack's thread and device
    stay in the parent). Such a use raises `Unsupported` (an OSError,
    EOPNOTSUPP) and prints one line; uncaught, that line is all the user sees.
@@ -175,18 +177,22 @@ def _sendfile(out_fd: int, in_fd: int, *args: Any, **kw: Any) -> int:
 
 
 def _patch_ssl() -> None:
-    """TLS needs the kernel socket under OpenSSL's fd: refuse it clearly."""
+    """`SSLContext.wrap_socket` of a stack socket gives a `stack.api.tls.TlsSocket`
+    (OpenSSL over memory BIOs: `ssl.SSLSocket` needs a kernel socket under its fd)."""
     try:
         import ssl
     except ImportError:
         return
+    from stack.api.tls import TlsSocket
+    from stack.api.tls import wrap_socket as tls_wrap
+
     real_wrap = ssl.SSLContext.wrap_socket
 
     def wrap_socket(self: Any, sock: Any, *args: Any, **kw: Any) -> Any:
         if _is_stack_socket(sock):
-            raise _unsupported("ssl wrap_socket() of a stack socket (OpenSSL needs a "
-                               "kernel socket; TLS over the stack needs ssl.SSLObject "
-                               "or stack.asyncio's start_tls)")
+            return tls_wrap(self, sock, *args, **kw)
+        if isinstance(sock, TlsSocket):
+            raise _unsupported("TLS inside TLS on a stack socket")
         return real_wrap(self, sock, *args, **kw)
 
     ssl.SSLContext.wrap_socket = wrap_socket  # type: ignore[method-assign]

@@ -203,7 +203,8 @@ class MptcpConnection:
     # ========================================================== handshake events
     def _make_receiver(self) -> None:
         assert self.peer is not None
-        self.dr = DataReceiver(dsn_add(self.peer.idsn, 1), self.cfg.rcvbuf)
+        self.dr = DataReceiver(dsn_add(self.peer.idsn, 1), self.cfg.rcvbuf,
+                               slack=self.cfg.rcvbuf // 2)
         self.ds.csum = self.csum
         for sf in self.subflows:
             sf.rx.csum = self.csum

@@ -266,10 +266,15 @@ class SubflowReceiver:
 class DataReceiver:
     """Connection-level receive state: reassembly by DSN, DATA_ACK, DATA_FIN."""
 
-    def __init__(self, rcv_nxt: int, rcvbuf: int = 1 << 20) -> None:
+    def __init__(self, rcv_nxt: int, rcvbuf: int = 1 << 20, slack: int = 0) -> None:
         self.rcv_nxt = rcv_nxt  # peer's IDSN + 1 (§3.1)
         self.rcvbuf = rcvbuf
-        self._asm = Assembler(rcvbuf)
+        # Bytes accepted beyond the announced window: a Linux sender takes
+        # its window edge as DATA_ACK + the subflow's TCP snd_wnd, and Linux
+        # TCP ignores a window that shrinks on an ACK that moves nothing
+        # (tcp_may_update_window), so it may send a little past our edge.
+        self.slack = slack
+        self._asm = Assembler(rcvbuf + slack)
         self._ready = bytearray()
         self.fin_dsn: int | None = None  # DSN of the peer's DATA_FIN once known
         self.fin_received = False  # DATA_FIN received in order (§3.3.3)
@@ -331,7 +336,7 @@ class DataReceiver:
             self._ready += got
             self.rcv_nxt = dsn_add(self.rcv_nxt, len(got))
             self.bytes_received += len(got)
-            self._asm.capacity = max(0, self.rcvbuf - len(self._ready))
+            self._asm.capacity = max(0, self.rcvbuf + self.slack - len(self._ready))
         if self.fin_dsn is not None and not self.fin_received and self.fin_dsn == self.rcv_nxt:
             self.fin_received = True  # the DATA_FIN takes one DSN (§3.3.3)
             self.rcv_nxt = dsn_add(self.rcv_nxt, 1)
@@ -351,7 +356,7 @@ class DataReceiver:
         n = len(self._ready) if max_bytes < 0 else min(max_bytes, len(self._ready))
         out = bytes(self._ready[:n])
         del self._ready[:n]
-        self._asm.capacity = max(0, self.rcvbuf - len(self._ready))
+        self._asm.capacity = max(0, self.rcvbuf + self.slack - len(self._ready))
         return out
 
     # -- acknowledgement and window ------------------------------------

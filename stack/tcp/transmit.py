@@ -150,13 +150,20 @@ class TransmitMixin:
         §3.8.6.2.2: move the right edge only by min(RCV.BUFF/2, Eff.MSS) or
         more) and no shrinking (RFC 9293 §3.8.6.2.2, RFC 7323 §2.4)."""
         ws = self.rcv_wscale
-        cur = self._rcv_wnd()
-        free = self.rcvbuf.capacity if self._app_closed else self.rcvbuf.free
         upper_wnd = getattr(self.upper, "receive_window", None) if self.upper is not None else None
         if upper_wnd is not None:
-            # MPTCP: the connection-level window, shared by all subflows
-            # (RFC 8684 §3.3.4); the subflow buffer only stages bytes.
-            free = min(free, upper_wnd(self))
+            # MPTCP (RFC 8684 §3.3.4): the window is the connection-level one,
+            # relative to the DATA_ACK this segment carries; the upper keeps
+            # its right edge from moving left in data-sequence space, so no
+            # subflow-level SWS/no-shrink rule applies (kernel mptcp_set_rwin).
+            # Our acceptance edge (rcv_adv) still never moves left.
+            field = min(0xFFFF, min(upper_wnd(self), self.rcvbuf.free) >> ws)
+            edge = seq_add(self.rcv_nxt, field << ws)
+            if seq_gt(edge, self.rcv_adv):
+                self.rcv_adv = edge
+            return field
+        cur = self._rcv_wnd()
+        free = self.rcvbuf.capacity if self._app_closed else self.rcvbuf.free
         thresh = min(self.rcvbuf.capacity // 2, self._rcv_mss)
         new = free if free - cur >= thresh else cur
         new = min(new, 0xFFFF << ws)

@@ -1,7 +1,8 @@
 """asyncio streams over the userspace stack: `open_connection`, `start_server`.
 
 The same calls as `asyncio.open_connection` / `asyncio.start_server`, plus the
-running facade host to use (`stack_host=`); they return the standard
+running facade host to use (`stack_host=`; in a program started by `mpstack
+run`, the stack it runs on by default); they return the standard
 `asyncio.StreamReader` / `asyncio.StreamWriter` and `asyncio.AbstractServer`,
 and work with the standard event loop (any loop with `add_reader`)::
 
@@ -14,9 +15,10 @@ eventfd) is readable while `recv()`/`accept()` would not block and its
 connect has completed. `StackTransport` watches both with `loop.add_reader`
 (never `add_writer`: an eventfd always polls writable) and drives an
 `asyncio.Protocol` exactly as asyncio's own socket transport does, so
-`StreamReaderProtocol`, flow control (`drain()`), `write_eof()` and
-`start_tls()` all work. Names are resolved with `loop.getaddrinfo` and every
-address is raced (RFC 8305, `stack.api.happy_eyeballs`).
+`StreamReaderProtocol`, `BufferedProtocol`s, flow control (`drain()`),
+`write_eof()`, `start_tls()` and TLS servers (asyncio's SSLProtocol) all
+work. Names are resolved with `loop.getaddrinfo` and every address is raced
+(RFC 8305, `stack.api.happy_eyeballs`).
 
 Whether a connection is MPTCP or plain TCP is the host's and the socket's
 policy (RFC 6897 §4.5), not this module's.
@@ -30,6 +32,7 @@ import ipaddress
 import logging
 import os
 import socket as _std
+import sys
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -113,6 +116,9 @@ class StackTransport(asyncio.Transport):
     def _read_ready(self) -> None:
         if self._conn_lost:
             return
+        if isinstance(self._protocol, asyncio.BufferedProtocol):
+            self._read_ready_buffered(self._protocol)
+            return
         try:
             data = self._sock.recv(_READ_SIZE)
         except (BlockingIOError, InterruptedError):
@@ -131,6 +137,36 @@ class StackTransport(asyncio.Transport):
             raise
         except BaseException as exc:  # noqa: BLE001
             self._fatal_error(exc, "protocol.data_received() call failed")
+
+    def _read_ready_buffered(self, protocol: asyncio.BufferedProtocol) -> None:
+        """The same for a BufferedProtocol (asyncio's SSLProtocol is one)."""
+        try:
+            buf = protocol.get_buffer(-1)
+            if not len(buf):
+                raise RuntimeError("get_buffer() returned an empty buffer")
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
+            return
+        try:
+            n = self._sock.recv_into(buf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            self._fatal_error(exc)
+            return
+        if not n:
+            self._read_eof()
+            return
+        try:
+            protocol.buffer_updated(n)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
 
     def _read_eof(self) -> None:
         self._stop_reading()  # the eventfd stays readable at EOF
@@ -335,6 +371,18 @@ def _set_result_unless_cancelled(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+def _host_or_default(stack_host: Any) -> Any:
+    """`stack_host`, or in a program run by `mpstack run` the stack it runs on."""
+    if stack_host is not None:
+        return stack_host
+    run_child = sys.modules.get("stack.api.run_child")
+    host = getattr(run_child, "_host", None)
+    if host is None:
+        raise TypeError("stack_host= is needed (a running stack.Host), except in a "
+                        "program started by mpstack run")
+    return host
+
+
 # --------------------------------------------------------------- connecting
 async def _resolve(loop: asyncio.AbstractEventLoop, host: str, port: int, family: int,
                    flags: int = 0) -> list[tuple[int, tuple[Any, ...]]]:
@@ -352,13 +400,14 @@ async def _resolve(loop: asyncio.AbstractEventLoop, host: str, port: int, family
     return [(int(i[0]), tuple(i[4])) for i in infos if i[0] in (_std.AF_INET, _std.AF_INET6)]
 
 
-async def connect(host: str, port: int, *, stack_host: Any, family: int = 0,
+async def connect(host: str, port: int, *, stack_host: Any = None, family: int = 0,
                   local_addr: tuple[str, int] | None = None,
                   happy_eyeballs_delay: float = ATTEMPT_DELAY,
                   interleave_count: int = 1) -> Any:
     """A connected (non-blocking) facade socket to (host, port): every address
     of the name raced as in RFC 8305 (see `stack.api.happy_eyeballs`)."""
     loop = asyncio.get_running_loop()
+    stack_host = _host_or_default(stack_host)
     if local_addr is not None and local_addr[0] and not family:
         family = _std.AF_INET6 if ":" in local_addr[0] else _std.AF_INET
     addresses = interleave(await _resolve(loop, host, port, family), interleave_count)
@@ -417,7 +466,7 @@ def _connect_ready(loop: asyncio.AbstractEventLoop, fd: int, fut: asyncio.Future
 
 async def create_connection(protocol_factory: Callable[[], asyncio.BaseProtocol],
                             host: str | None = None, port: int | None = None, *,
-                            stack_host: Any, sock: Any = None, family: int = 0,
+                            stack_host: Any = None, sock: Any = None, family: int = 0,
                             local_addr: tuple[str, int] | None = None,
                             happy_eyeballs_delay: float = ATTEMPT_DELAY
                             ) -> tuple[StackTransport, asyncio.BaseProtocol]:
@@ -440,7 +489,7 @@ async def create_connection(protocol_factory: Callable[[], asyncio.BaseProtocol]
 
 
 async def open_connection(host: str | None = None, port: int | None = None, *,
-                          stack_host: Any, limit: int = _DEFAULT_LIMIT, ssl: Any = None,
+                          stack_host: Any = None, limit: int = _DEFAULT_LIMIT, ssl: Any = None,
                           server_hostname: str | None = None,
                           ssl_handshake_timeout: float | None = None,
                           **kw: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -470,11 +519,14 @@ class StackServer(asyncio.AbstractServer):
     """Listening facade sockets served on an asyncio loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sockets: list[Any],
-                 protocol_factory: Callable[[], asyncio.BaseProtocol], backlog: int) -> None:
+                 protocol_factory: Callable[[], asyncio.BaseProtocol], backlog: int,
+                 ssl: Any = None, ssl_handshake_timeout: float | None = None) -> None:
         self._loop = loop
         self._sockets: list[Any] | None = sockets
         self._factory = protocol_factory
         self._backlog = backlog
+        self._ssl = ssl
+        self._ssl_handshake_timeout = ssl_handshake_timeout
         self._serving = False
         self._transports: set[StackTransport] = set()
         self._closed = loop.create_future()
@@ -517,7 +569,16 @@ class StackServer(asyncio.AbstractServer):
                     "socket": listener})
                 return
             try:
-                StackTransport(self._loop, conn, self._factory(), server=self)
+                protocol = self._factory()
+                if self._ssl is not None:
+                    # TLS between the transport and the application protocol,
+                    # as asyncio's own servers do (sslproto.SSLProtocol).
+                    from asyncio.sslproto import SSLProtocol
+
+                    protocol = SSLProtocol(
+                        self._loop, protocol, self._ssl, None, server_side=True,
+                        ssl_handshake_timeout=self._ssl_handshake_timeout)
+                StackTransport(self._loop, conn, protocol, server=self)
             except BaseException:
                 conn.close()
                 raise
@@ -589,14 +650,18 @@ async def _listen_addresses(loop: asyncio.AbstractEventLoop, host: Any, port: in
 
 
 async def create_server(protocol_factory: Callable[[], asyncio.BaseProtocol],
-                        host: Any = None, port: int = 0, *, stack_host: Any,
+                        host: Any = None, port: int = 0, *, stack_host: Any = None,
                         family: int = 0, backlog: int = _DEFAULT_BACKLOG,
                         reuse_address: bool | None = None, sock: Any = None,
+                        ssl: Any = None, ssl_handshake_timeout: float | None = None,
                         start_serving: bool = True) -> StackServer:
     """As `loop.create_server`: host None/"" listens on every address (one
-    dual-stack socket), a name or a list on each of its addresses."""
+    dual-stack socket), a name or a list on each of its addresses; `ssl` (an
+    SSLContext) makes every accepted connection TLS."""
     loop = asyncio.get_running_loop()
     sockets: list[Any] = []
+    if sock is None:
+        stack_host = _host_or_default(stack_host)
     if sock is not None:
         sockets.append(sock)
     else:
@@ -614,20 +679,18 @@ async def create_server(protocol_factory: Callable[[], asyncio.BaseProtocol],
             for s in sockets:
                 s.close()
             raise
-    server = StackServer(loop, sockets, protocol_factory, backlog)
+    server = StackServer(loop, sockets, protocol_factory, backlog, ssl, ssl_handshake_timeout)
     if start_serving:
         await server.start_serving()
     return server
 
 
 async def start_server(client_connected_cb: ClientConnected, host: Any = None,
-                       port: int = 0, *, stack_host: Any, limit: int = _DEFAULT_LIMIT,
-                       ssl: Any = None, **kw: Any) -> StackServer:
+                       port: int = 0, *, stack_host: Any = None, limit: int = _DEFAULT_LIMIT,
+                       **kw: Any) -> StackServer:
     """As `asyncio.start_server`, on `stack_host`: `client_connected_cb(reader,
-    writer)` (a function or a coroutine function) for every connection."""
-    if ssl is not None:
-        raise ValueError("stack.asyncio.start_server: ssl= is not supported "
-                         "(TLS on accepted connections is not wired here)")
+    writer)` (a function or a coroutine function) for every connection; `ssl=`
+    an SSLContext for TLS."""
     loop = asyncio.get_running_loop()
 
     def factory() -> asyncio.StreamReaderProtocol:

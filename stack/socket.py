@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import socket as _std
 
-from stack.api.socket import Socket
+from stack.api.socket import IPPROTO_MPTCP, Socket
 
 AF_INET = _std.AF_INET
 AF_INET6 = _std.AF_INET6
@@ -43,7 +43,8 @@ socket = Socket  # the class (instances come from Host.socket)
 SocketType = Socket
 
 __all__ = [
-    "AF_INET", "AF_INET6", "SOCK_STREAM", "SOCK_NONBLOCK", "IPPROTO_TCP", "SOL_SOCKET",
+    "AF_INET", "AF_INET6", "SOCK_STREAM", "SOCK_NONBLOCK", "IPPROTO_TCP", "IPPROTO_MPTCP",
+    "SOL_SOCKET",
     "TCP_NODELAY", "SO_SNDBUF", "SO_RCVBUF", "SO_KEEPALIVE", "SO_REUSEADDR", "SO_ERROR",
     "SO_TYPE", "SHUT_RD", "SHUT_WR", "SHUT_RDWR", "error", "timeout", "herror", "gaierror",
     "socket", "SocketType", "Socket",

@@ -136,8 +136,60 @@ def test_virtual_refused_and_errors(vhosts: tuple[Any, Any]) -> None:
     async def main() -> None:
         with pytest.raises(ConnectionRefusedError):
             await sasyncio.open_connection(S4, next(_ports), stack_host=a)
+        with pytest.raises(OSError):  # not an address of host A
+            await sasyncio.start_server(echo_handler, "10.1.0.2", 1, stack_host=a)
         with pytest.raises(ValueError):
-            await sasyncio.start_server(echo_handler, S4, 1, stack_host=a, ssl=True)
+            await sasyncio.open_connection(stack_host=a)
+        with pytest.raises(TypeError, match="stack_host"):  # no default outside mpstack run
+            await sasyncio.open_connection(S4, 80)
+
+    run(main())
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for the test addresses (openssl)."""
+    import subprocess
+
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = str(d / "cert.pem"), str(d / "key.pem")
+    proc = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                           "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=mpstack",
+                           "-addext", f"subjectAltName=IP:{K4},IP:{S4}"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"openssl cannot make a certificate: {proc.stderr.strip()[:200]}")
+    return cert, key
+
+
+def test_virtual_tls_server_and_client(vhosts: tuple[Any, Any],
+                                       certificate: tuple[str, str]) -> None:
+    """start_server(ssl=ctx) and open_connection(ssl=ctx) on the stack: the
+    certificate is checked, 1 MB echoed intact over TLS."""
+    import ssl
+
+    a, b = vhosts
+    cert, key = certificate
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(cert, key)
+    cctx = ssl.create_default_context(cafile=cert)
+    payload = os.urandom(1 << 20)
+
+    async def main() -> None:
+        port = next(_ports)
+        server = await sasyncio.start_server(echo_handler, S4, port, stack_host=b, ssl=sctx)
+        reader, writer = await sasyncio.open_connection(S4, port, stack_host=a, ssl=cctx)
+        assert writer.get_extra_info("ssl_object").version().startswith("TLS")
+        assert writer.get_extra_info("peercert")["subject"] == ((("commonName", "mpstack"),),)
+        writer.write(payload)
+        await writer.drain()
+        got = await reader.readexactly(len(payload))
+        assert got == payload
+        writer.close()
+        await writer.wait_closed()
+        with pytest.raises(ssl.SSLCertVerificationError):  # wrong CA: refused
+            await sasyncio.open_connection(S4, port, stack_host=a, ssl=True)
+        server.close()
 
     run(main())
 
@@ -314,4 +366,44 @@ def test_kernel_reset_reaches_the_reader(topo: Topology, host: Any) -> None:
 
     run(main(), timeout=20)
     t.join(5)
+    srv.close()
+
+
+@pytest.mark.root
+@pytest.mark.interop
+def test_kernel_tls_server_asyncio_tls_client(topo: Topology, host: Any,
+                                             certificate: tuple[str, str]) -> None:
+    """open_connection(ssl=...) on the stack against a kernel TLS echo server
+    (OpenSSL on a kernel socket): 2 MB intact, host name checked."""
+    import ssl
+
+    cert, key = certificate
+    port = next(_ports)
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(cert, key)
+    with topo.enter():
+        srv = socket.create_server((K4, port))
+    srv.settimeout(10)
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with sctx.wrap_socket(conn, server_side=True) as tls:
+            while data := tls.recv(65536):
+                tls.sendall(data)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    payload = os.urandom(2 * 1024 * 1024)
+
+    async def main() -> bytes:
+        cctx = ssl.create_default_context(cafile=cert)
+        reader, writer = await sasyncio.open_connection(K4, port, stack_host=host, ssl=cctx)
+        writer.write(payload)
+        await writer.drain()
+        got = await reader.readexactly(len(payload))
+        writer.close()
+        return got
+
+    assert run(main(), timeout=60) == payload
+    t.join(10)
     srv.close()

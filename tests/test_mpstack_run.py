@@ -200,13 +200,14 @@ def test_urllib_download_from_a_kernel_server_and_exit_status(topo: Topology,
 def test_asyncio_and_selectors_program_on_the_stack(topo: Topology) -> None:
     """An unmodified asyncio program (the standard loop: selectors, add_writer
     for connect and for a full send buffer) echoes 2 MB through a kernel
-    echo server; a plain `selectors` EVENT_WRITE wait works too."""
+    echo server; `stack.asyncio` needs no stack_host there; a plain
+    `selectors` EVENT_WRITE wait works too."""
     port = next(_ports)
     echo = subprocess.Popen(  # a kernel echo server, in the namespace
         ["ip", "netns", "exec", topo.ns, PY, "-c", textwrap.dedent(f"""
             import socket
             s = socket.create_server(("{K4}", {port}))
-            for _ in range(2):
+            for _ in range(3):
                 c, _ = s.accept()
                 while d := c.recv(65536):
                     c.sendall(d)
@@ -233,6 +234,13 @@ def test_asyncio_and_selectors_program_on_the_stack(topo: Topology) -> None:
             w.close()
             return hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
         ok = asyncio.run(asyncio.wait_for(main(), 30))
+        async def default_host():  # stack.asyncio finds the stack it runs on
+            import stack.asyncio
+            r, w = await stack.asyncio.open_connection("{K4}", {port})
+            w.write(b"ping")
+            w.write_eof()
+            return await r.read() == b"ping"
+        ok = ok and asyncio.run(asyncio.wait_for(default_host(), 30))
         s = socket.socket()
         s.setblocking(False)
         s.connect_ex(("{K4}", {port + 100}))  # nobody there: refused
@@ -251,6 +259,38 @@ def test_asyncio_and_selectors_program_on_the_stack(topo: Topology) -> None:
     assert proc.stdout.split() == ["True", "1", "True"]
 
 
+def test_run_as_a_function_returns_the_status() -> None:
+    """`run(args, exec_=False)`: the program as a child, its status returned
+    (here the stack cannot start: 125 from the child, before the program)."""
+    import argparse
+
+    from stack.api import run as run_mod
+
+    parser = argparse.ArgumentParser()
+    run_mod.add_arguments(parser)
+    args = parser.parse_args(["--iface", "tunx,10.9.0.2/24", "--netns", "mps-no-such-ns",
+                              "--", PY, "-c", "print('ran')"])
+    assert run_mod.run(args, exec_=False) == 125
+
+
+@pytest.mark.root
+def test_signal_and_exit_statuses(topo: Topology) -> None:
+    """A program killed by SIGTERM: -15 to a parent (exec), 143 from run(exec_=False)."""
+    import argparse
+
+    from stack.api import run as run_mod
+
+    program = "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"
+    proc = mpstack_run(*iface_args(topo), "--", PY, "-c", program)
+    assert proc.returncode == -signal.SIGTERM
+    parser = argparse.ArgumentParser()
+    run_mod.add_arguments(parser)
+    args = parser.parse_args([*iface_args(topo), "--", PY, "-c", program])
+    assert run_mod.run(args, exec_=False) == 128 + signal.SIGTERM
+    args = parser.parse_args([*iface_args(topo), "--", PY, "-c", "raise SystemExit(42)"])
+    assert run_mod.run(args, exec_=False) == 42
+
+
 @pytest.mark.root
 def test_unsupported_uses_fail_with_one_line(topo: Topology) -> None:
     """Handing a stack socket's descriptor to code that wants a kernel socket."""
@@ -262,6 +302,10 @@ def test_unsupported_uses_fail_with_one_line(topo: Topology) -> None:
                 socket.socket()
             _, status = os.wait()
             raise SystemExit(os.waitstatus_to_exitcode(status))"""),
+        "a TCP socket of a socket.socket subclass": textwrap.dedent("""
+            class Mine(socket.socket):
+                pass
+            Mine()"""),
     }
     for what, line in cases.items():
         program = f"import os, socket\ns = socket.socket()\n{line}\nprint('went on')"
@@ -531,3 +575,147 @@ def test_https_server_on_the_stack(topo: Topology, tmp_path: Path,
             server.kill()
             server.wait()
     assert server.returncode == 0, err
+
+
+def test_tls_socket_over_virtual_links(certificate: tuple[str, str]) -> None:
+    """stack.api.tls (what mpstack run gives for wrap_socket): a TLS server and
+    client on two stack hosts over in-memory links (no root): 1 MB each way,
+    makefile() lines, peer certificate, close with a file still open, and
+    SSLWantReadError in non-blocking mode."""
+    import ssl
+    import threading
+
+    import stack
+    from stack.api.tls import TlsSocket, wrap_socket
+
+    cert, key = certificate
+    a, b = stack.Host.virtual(delay=0.0005)
+    try:
+        port = next(_ports)
+        listener = b.create_server((S4, port))
+        sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        sctx.load_cert_chain(cert, key)
+        tls_listener = wrap_socket(sctx, listener, server_side=True)
+        payload = os.urandom(1 << 20)
+        errors: list[BaseException] = []
+
+        def serve() -> None:
+            try:
+                conn, _ = tls_listener.accept()
+                with conn:
+                    f = conn.makefile("rb")
+                    line = f.readline()
+                    body = f.read(len(payload))
+                    conn.sendall(line.upper() + hashlib.sha256(body).digest() + payload)
+                    f.close()
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        cctx = ssl.create_default_context(cafile=cert)
+        tls = wrap_socket(cctx, a.create_connection((S4, port), timeout=10),
+                          server_hostname=S4)
+        assert isinstance(tls, TlsSocket) and tls.version().startswith("TLS")
+        assert tls.getpeercert()["subject"] == ((("commonName", "mpstack"),),)
+        tls.sendall(b"hello tls\n" + payload)
+        f = tls.makefile("rb")
+        tls.close()  # the file keeps the connection, as with a kernel socket
+        assert f.readline() == b"HELLO TLS\n"
+        assert f.read(32) == hashlib.sha256(payload).digest()
+        assert f.read(len(payload)) == payload
+        f.close()
+        t.join(10)
+        assert not errors, errors
+        # full duplex from two threads: one sends 2 MB while the other reads
+        # the echo (a single lock held across a blocking recv would deadlock)
+        port3 = next(_ports)
+        tls_listener3 = wrap_socket(sctx, b.create_server((S4, port3)), server_side=True)
+
+        def echo() -> None:
+            conn, _ = tls_listener3.accept()
+            with conn:
+                while data := conn.recv(65536):
+                    conn.sendall(data)
+
+        t3 = threading.Thread(target=echo, daemon=True)
+        t3.start()
+        big = os.urandom(2 * 1024 * 1024)
+        duplex = wrap_socket(cctx, a.create_connection((S4, port3), timeout=10),
+                             server_hostname=S4)
+        sender = threading.Thread(target=duplex.sendall, args=(big,), daemon=True)
+        sender.start()
+        got = bytearray()
+        while len(got) < len(big):
+            got += duplex.recv(1 << 20)
+        sender.join(10)
+        assert bytes(got) == big
+        duplex.close()
+        t3.join(10)
+        # non-blocking: nothing to read yet -> SSLWantReadError, as ssl.SSLSocket
+        port2 = next(_ports)
+        listener2 = b.create_server((S4, port2))
+        tls_listener2 = wrap_socket(sctx, listener2, server_side=True)
+        t2 = threading.Thread(target=lambda: errors.append(tls_listener2.accept()), daemon=True)
+        t2.start()
+        tls2 = wrap_socket(cctx, a.create_connection((S4, port2), timeout=10),
+                           server_hostname=S4)
+        tls2.setblocking(False)
+        with pytest.raises(ssl.SSLWantReadError):
+            tls2.recv(10)
+        tls2.close()
+        t2.join(10)
+    finally:
+        a.close(timeout=1)
+        b.close(timeout=1)
+
+
+def test_stack_selector_maps_write_interest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_child.StackSelector (DefaultSelector under mpstack run): EVENT_WRITE
+    on a stack socket waits for the connect to complete (its fileno() alone
+    would always poll writable), EVENT_READ for data; kernel fds pass through."""
+    import selectors
+
+    import stack
+    from stack.api import run_child
+
+    a, b = stack.Host.virtual(delay=0.01)
+    try:
+        monkeypatch.setattr(run_child, "_host", a)
+        port = next(_ports)
+        srv = b.create_server((S4, port))
+        s = a.socket(socket.AF_INET)
+        s.setblocking(False)
+        assert s.connect_ex((S4, port)) == 115  # EINPROGRESS
+        r_pipe, w_pipe = os.pipe()
+        sel = run_child.StackSelector()
+        key = sel.register(s.fileno(), selectors.EVENT_WRITE, "sock")
+        sel.register(r_pipe, selectors.EVENT_READ, "pipe")
+        assert sel.get_map()[s.fileno()] is key and len(sel.get_map()) == 2
+        assert sel.select(0) == []  # handshake in flight: not writable yet
+        ready = sel.select(5)
+        assert [(k.data, m) for k, m in ready] == [("sock", selectors.EVENT_WRITE)]
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        conn, _ = srv.accept()
+        sel.modify(s.fileno(), selectors.EVENT_READ, "sock-r")
+        assert sel.select(0) == []
+        conn.sendall(b"data")
+        os.write(w_pipe, b"x")
+        deadline = time.monotonic() + 5
+        seen: set[str] = set()
+        while seen != {"sock-r", "pipe"} and time.monotonic() < deadline:
+            seen |= {k.data for k, m in sel.select(1) if m == selectors.EVENT_READ}
+        assert seen == {"sock-r", "pipe"}
+        assert s.recv(10) == b"data"
+        sel.unregister(s.fileno())
+        sel.unregister(r_pipe)
+        assert len(sel.get_map()) == 0
+        sel.close()
+        for fd in (r_pipe, w_pipe):
+            os.close(fd)
+        s.close()
+        conn.close()
+        srv.close()
+    finally:
+        a.close(timeout=1)
+        b.close(timeout=1)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import math
 import os
 import select
 import socket as _std
@@ -246,9 +247,12 @@ class FacadeConnector:
     def wait(self, attempts: Sequence[Any], timeout: float | None
              ) -> list[tuple[Any, BaseException | None]]:
         by_fd = {s.writable_fileno(): s for s in attempts}
-        ready, _, _ = select.select(list(by_fd), [], [], timeout)
+        poller = select.poll()  # not select(): descriptors may be above 1023
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN)
+        ready = poller.poll(None if timeout is None else max(0, math.ceil(timeout * 1000)))
         out: list[tuple[Any, BaseException | None]] = []
-        for fd in ready:
+        for fd, _events in ready:
             sock = by_fd[fd]
             code = sock.getsockopt(_std.SOL_SOCKET, _std.SO_ERROR)
             out.append((sock, OSError(code, os.strerror(code)) if code else None))

@@ -14,6 +14,7 @@ route of that family through the interface. The kernel side of the TUN
 from __future__ import annotations
 
 import errno
+import inspect
 import ipaddress
 import random
 import socket as _std
@@ -187,6 +188,16 @@ class Host:
         sock.bind(address)
         sock.listen(backlog)
         return sock
+
+    @property
+    def mptcp_capable(self) -> bool:
+        """The core makes MPTCP connections (`connect(..., mptcp=True)`), so
+        `socket(family, SOCK_STREAM, IPPROTO_MPTCP)` works."""
+        try:
+            params = inspect.signature(self.core.connect).parameters
+        except (TypeError, ValueError):
+            return False
+        return "mptcp" in params
 
     @property
     def running(self) -> bool:

@@ -20,9 +20,13 @@ programs can be moved: the kernel's sockets of other programs cannot be
 intercepted from userspace without LD_PRELOAD of a C shim), Python options
 that skip the hook (-I, -E, -S), or a stack that cannot start (no TUN device,
 no permission); 126 when COMMAND cannot be executed; 127 when it is not found.
-Inside the program, what cannot work on a userspace socket (its descriptor
-given to C code: `socket.fromfd`, `os.sendfile`, `ssl` wrapping, ...) raises
-an OSError(EOPNOTSUPP) whose one-line message starts with "mpstack run:".
+Inside the program, TLS works (`SSLContext.wrap_socket` of a stack socket is
+a `stack.api.tls.TlsSocket`), and so do `selectors`/asyncio. What cannot work
+on a userspace socket (its descriptor given to code that wants a kernel
+socket: `socket.fromfd`, `socket.socket(fileno=...)`, `os.sendfile`; new TCP
+sockets in an `os.fork()` child) raises an OSError(EOPNOTSUPP) whose message
+starts with "mpstack run: unsupported:"; uncaught, that one line is printed
+instead of a traceback.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ MPSTACK_RUN_CONFIG; Python imports `sitecustomize` at start-up, which calls
    `socket.socket(fileno=...)`, `os.sendfile`), and new
    TCP sockets in a child made by `os.fork()` (the stack's thread and device
    stay in the parent). Such a use raises `Unsupported` (an OSError,
-   EOPNOTSUPP) and prints one line; uncaught, that line is all the user sees.
+   EOPNOTSUPP); uncaught, its one line is all the user sees (no traceback).
 
 Whether a connection is MPTCP is the host's default policy (RFC 6897 §4.5:
 an unmodified program gets the host's default; B12: it keeps working).
@@ -55,7 +55,6 @@ _RealDefaultSelector = selectors.DefaultSelector
 _host: Any = None
 _owner_pid = 0
 _forked = False
-_reported: set[str] = set()
 _created: weakref.WeakSet[Any] = weakref.WeakSet()  # stack sockets made by the program
 
 
@@ -71,14 +70,10 @@ class Unsupported(OSError):
 
 
 def _unsupported(what: str) -> Unsupported:
-    exc = Unsupported(what)
-    if what not in _reported:  # one line on stderr, whether caught or not
-        _reported.add(what)
-        try:
-            print(str(exc), file=sys.stderr, flush=True)
-        except (OSError, ValueError):
-            pass
-    return exc
+    """The error to raise; if nothing catches it, the excepthooks below print
+    its one line (no traceback). A program that catches it (e.g. asyncio's
+    sendfile falling back to send) goes on silently."""
+    return Unsupported(what)
 
 
 # ----------------------------------------------------------- which fds are ours
@@ -145,20 +140,23 @@ class StackAwareSocket(_RealSocket, metaclass=_SocketMeta):
                                    "descriptor (socket.socket(fileno=...), socket.fromfd): "
                                    "it is a readiness eventfd, not a kernel socket")
             return _RealSocket.__new__(cls)
-        if cls is StackAwareSocket:
-            fam = _socket_module.AF_INET if family == -1 else family
-            kind = _socket_module.SOCK_STREAM if type == -1 else type
-            base = kind & ~(getattr(_socket_module, "SOCK_NONBLOCK", 0)
-                            | getattr(_socket_module, "SOCK_CLOEXEC", 0))
-            if (fam in (_socket_module.AF_INET, _socket_module.AF_INET6)
-                    and base == _socket_module.SOCK_STREAM
-                    and proto in (-1, 0, _socket_module.IPPROTO_TCP)):
-                if _forked:
-                    raise _unsupported("a TCP socket in a child made by os.fork(): the "
-                                       "userspace stack runs in the parent process only")
+        fam = _socket_module.AF_INET if family == -1 else family
+        kind = _socket_module.SOCK_STREAM if type == -1 else type
+        base = kind & ~(getattr(_socket_module, "SOCK_NONBLOCK", 0)
+                        | getattr(_socket_module, "SOCK_CLOEXEC", 0))
+        if (fam in (_socket_module.AF_INET, _socket_module.AF_INET6)
+                and base == _socket_module.SOCK_STREAM
+                and proto in (-1, 0, _socket_module.IPPROTO_TCP)):
+            if cls is not StackAwareSocket:
+                raise _unsupported(f"a TCP socket of a socket.socket subclass "
+                                   f"({cls.__qualname__}): its methods need a kernel socket")
+            if _forked:
+                raise _unsupported("a TCP socket in a child made by os.fork(): the "
+                                   "userspace stack runs in the parent process only")
+            with _host.lock:
                 sock = _host.socket(fam, kind, 0 if proto == -1 else proto)
                 _created.add(sock)
-                return sock
+            return sock
         return _RealSocket.__new__(cls)
 
 
@@ -326,14 +324,14 @@ def _close_host() -> None:
 
 def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
     if isinstance(exc, Unsupported):
-        if exc.what not in _reported:
-            print(str(exc), file=sys.stderr)
-        return  # the one line was printed when it was raised
+        print(str(exc), file=sys.stderr, flush=True)  # one line, no traceback
+        return
     _real_excepthook(exc_type, exc, tb)
 
 
 def _thread_excepthook(args: Any) -> None:
     if isinstance(args.exc_value, Unsupported):
+        print(str(args.exc_value), file=sys.stderr, flush=True)
         return
     _real_thread_excepthook(args)
 

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 AF_INET, AF_INET6, SOCK_STREAM = _std.AF_INET, _std.AF_INET6, _std.SOCK_STREAM
 IPPROTO_TCP, SOL_SOCKET = _std.IPPROTO_TCP, _std.SOL_SOCKET
+# Linux's value (include/uapi/linux/in.h); Python < 3.10 lacks the constant.
+IPPROTO_MPTCP: int = getattr(_std, "IPPROTO_MPTCP", 262)
 SHUT_RD, SHUT_WR, SHUT_RDWR = _std.SHUT_RD, _std.SHUT_WR, _std.SHUT_RDWR
 
 # Buffer sizes of a new socket: larger than the core's TcpConfig default so that
@@ -94,13 +96,17 @@ class Socket:
         if family not in (AF_INET, AF_INET6):
             raise _err(errno.EAFNOSUPPORT, "only AF_INET and AF_INET6")
         base_type = type & ~(getattr(_std, "SOCK_NONBLOCK", 0) | getattr(_std, "SOCK_CLOEXEC", 0))
-        if base_type != SOCK_STREAM or proto not in (0, IPPROTO_TCP):
-            raise _err(errno.EPROTONOSUPPORT, "only TCP (SOCK_STREAM)")
+        if base_type != SOCK_STREAM or proto not in (0, IPPROTO_TCP, IPPROTO_MPTCP):
+            raise _err(errno.EPROTONOSUPPORT, "only TCP and MPTCP (SOCK_STREAM)")
+        if proto == IPPROTO_MPTCP and not host.mptcp_capable:
+            raise _err(errno.EPROTONOSUPPORT, "this stack's core has no MPTCP")
         self._host = host
         self._lock = host.lock
         self.family = _std.AddressFamily(family)
         self.type = _std.SocketKind(SOCK_STREAM)
-        self.proto = IPPROTO_TCP if proto else 0
+        # IPPROTO_MPTCP asks the core for an MPTCP connection or listener
+        # (RFC 8684; it falls back to TCP when the peer does not do MPTCP).
+        self.proto = proto
         self._timeout: float | None = _std.getdefaulttimeout()
         if type & getattr(_std, "SOCK_NONBLOCK", 0):
             self._timeout = 0.0
@@ -168,6 +174,11 @@ class Socket:
             sndbuf=max(4096, opt[(SOL_SOCKET, _std.SO_SNDBUF)]),
             rcvbuf=max(4096, opt[(SOL_SOCKET, _std.SO_RCVBUF)]),
         )
+
+    def _mptcp_kw(self) -> dict[str, bool]:
+        """The core's `mptcp=` argument: asked for by IPPROTO_MPTCP sockets only
+        (a plain TCP socket leaves the core's default alone)."""
+        return {"mptcp": True} if self.proto == IPPROTO_MPTCP else {}
 
     def _resolve(self, address: Address) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address,
                                                    int]:
@@ -318,7 +329,8 @@ class Socket:
                 local_port = self._bound[1]
             now = self._now()
             conn = self._host.core.connect(ip, port, now, local_addr=local_addr,
-                                           local_port=local_port, config=self._config())
+                                           local_port=local_port, config=self._config(),
+                                           **self._mptcp_kw())
             self._conn = conn
             self._host._adopt(self, conn)
             self._host.loop.kick()
@@ -357,7 +369,7 @@ class Socket:
             else:
                 listen_addr = None  # dual stack: every address of both families
             self._listener = self._host.core.listen(listen_addr, port, max(1, backlog),
-                                                    self._config())
+                                                    self._config(), **self._mptcp_kw())
             if self._bound is None:
                 self._bound = (listen_addr or "::", self._listener.port)
             self._host._adopt(self, self._listener)

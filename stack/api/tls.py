@@ -50,61 +50,84 @@ class TlsSocket:
         self._out = ssl.MemoryBIO()
         self._obj = context.wrap_bio(self._in, self._out, server_side=server_side,
                                      server_hostname=server_hostname, session=session)
-        self._lock = threading.RLock()  # one TLS state machine: one caller at a time
+        self._lock = threading.Lock()  # see "the pump" below
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._fed = 0
         self._io_refs = 0
-        self._closed = False
+        self._closed = False  # close() was called
+        self._released = False  # the stack socket is closed
         self._handshaken = False
         self._do_handshake_on_connect = do_handshake_on_connect
         if do_handshake_on_connect and _connected(sock):
             self.do_handshake()
 
     # ------------------------------------------------------------ the pump
+    # Three locks, so that one thread may wait for incoming data while another
+    # sends (full duplex, as with ssl.SSLSocket): `_lock` guards the SSLObject
+    # and the BIOs and is never held while blocking; `_write_lock` keeps TLS
+    # records in order on the wire; `_read_lock` lets one thread at a time
+    # receive from the socket. `_fed` counts BIO feeds: a thread that needs
+    # more data receives only if nobody fed the BIO since its attempt.
     def _flush(self) -> None:
-        """Hand every pending TLS record to the stack socket."""
-        while self._out.pending:
-            data = self._out.read()
-            view = memoryview(data)
-            while view:
-                try:
-                    n = self._sock.send(view)
-                except BlockingIOError:
-                    # Non-blocking: wait for space rather than lose records
-                    # (they are already out of OpenSSL's hands).
-                    self._wait_writable()
-                    continue
-                view = view[n:]
+        """Hand every pending TLS record to the stack socket, in order."""
+        with self._write_lock:
+            while True:
+                with self._lock:
+                    data = self._out.read()
+                if not data:
+                    return
+                view = memoryview(data)
+                while view:
+                    try:
+                        n = self._sock.send(view)
+                    except BlockingIOError:
+                        # Non-blocking: wait for space rather than lose records
+                        # (they are already out of OpenSSL's hands).
+                        self._wait_writable()
+                        continue
+                    view = view[n:]
 
     def _wait_writable(self) -> None:
         import select
 
-        select.select([self._sock.writable_fileno()], [], [], self._sock.gettimeout() or None)
+        poller = select.poll()
+        poller.register(self._sock.writable_fileno(), select.POLLIN)
+        timeout = self._sock.gettimeout()
+        poller.poll(int(timeout * 1000) if timeout else None)
 
-    def _fill(self) -> None:
+    def _fill(self, fed_before: int) -> None:
         """Feed what the stack socket has to OpenSSL (EOF included)."""
-        data = self._sock.recv(_CHUNK)  # timeouts, BlockingIOError: as the socket's
-        if data:
-            self._in.write(data)
-        else:
-            self._in.write_eof()
+        with self._read_lock:
+            if self._fed != fed_before:
+                return  # another thread brought data meanwhile: try again first
+            try:
+                data = self._sock.recv(_CHUNK)  # timeouts: as the socket's
+            except BlockingIOError:
+                raise ssl.SSLWantReadError("The operation did not complete (read)") from None
+            with self._lock:
+                if data:
+                    self._in.write(data)
+                else:
+                    self._in.write_eof()
+                self._fed += 1
 
     def _pump(self, op: Callable[[], T]) -> T:
-        with self._lock:
-            while True:
+        """Run an SSLObject call until it completes, moving records both ways."""
+        while True:
+            with self._lock:
+                fed = self._fed
                 try:
-                    result = op()
+                    return_value = (op(),)
                 except ssl.SSLWantReadError:
-                    self._flush()
-                    try:
-                        self._fill()
-                    except BlockingIOError:
-                        raise ssl.SSLWantReadError("The operation did not complete "
-                                                   "(read)") from None
-                    continue
-                except ssl.SSLWantWriteError:
-                    self._flush()
-                    continue
-                self._flush()
-                return result
+                    return_value = None
+                except ssl.SSLWantWriteError:  # the out BIO is full: flush, retry
+                    return_value = ()
+            self._flush()
+            if return_value:
+                return return_value[0]
+            if return_value is None:
+                self._fill(fed)
 
     # ------------------------------------------------------------ TLS calls
     def do_handshake(self, block: bool = False) -> None:
@@ -112,7 +135,9 @@ class TlsSocket:
         self._handshaken = True
 
     def _check(self) -> None:
-        if self._closed:
+        # As a kernel socket: close() with a makefile() still open keeps the
+        # connection usable through that file until it is closed too.
+        if self._released:
             raise OSError(9, "Bad file descriptor")
 
     def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
@@ -162,7 +187,7 @@ class TlsSocket:
             self._pump(self._obj.unwrap)
         except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
             pass
-        sock, self._closed = self._sock, True
+        sock, self._closed, self._released = self._sock, True, True
         return sock
 
     # ---------------------------------------- not yet connected: as SSLSocket
@@ -296,15 +321,19 @@ class TlsSocket:
         if self._io_refs > 0:
             self._io_refs -= 1
         if self._closed and self._io_refs == 0:
+            self._release()
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
             self._sock.close()
 
     def close(self) -> None:
-        """Close the TCP connection (no close_notify, as `SSLSocket.close`)."""
-        if self._closed:
-            return
+        """Close the TCP connection (no close_notify, as `SSLSocket.close`);
+        with makefile() objects open, when the last of them is closed."""
         self._closed = True
         if self._io_refs == 0:
-            self._sock.close()
+            self._release()
 
     def __enter__(self) -> TlsSocket:
         return self

@@ -108,14 +108,21 @@ class MptcpHostCore(HostCore):
         else:
             super().wake(conn, now)
 
-    def local_addresses(self) -> list[Any]:
-        """Every usable address of the host (path-manager input)."""
+    def local_addresses(self, first_for: Any = None) -> list[Any]:
+        """Every usable address of the host (path-manager input). With
+        ``first_for`` (a connection's initial local address): addresses of
+        its family on other interfaces first -- the new paths -- then the
+        rest, so announcements and joins try real new paths first."""
         out = []
         for iface in self.interfaces.values():
             for a in iface.addresses:
                 if not a.ip.is_link_local and not a.ip.is_loopback:
-                    out.append(a.ip)
-        return out
+                    out.append((iface.name, a.ip))
+        if first_for is not None:
+            home = self.owner(first_for)
+            home_name = home.name if home is not None else None
+            out.sort(key=lambda t: (t[1].version != first_for.version, t[0] == home_name))
+        return [ip for _, ip in out]
 
     def open_subflow(self, mp: MptcpConnection, act: OpenSubflow, now: float) -> Subflow | None:
         """Open an MP_JOIN subflow for a path-manager action (source: the

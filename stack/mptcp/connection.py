@@ -91,7 +91,7 @@ class MptcpHostOps(Protocol):
 
     def bind_token(self, mp: MptcpConnection) -> None: ...
 
-    def local_addresses(self) -> list[Any]: ...
+    def local_addresses(self, first_for: Any = None) -> list[Any]: ...
 
     def select_source(self, dst: Any) -> Any: ...
 
@@ -212,7 +212,7 @@ class MptcpConnection:
     def _make_pm(self, sf: Subflow) -> None:
         c = sf.conn
         self.pm = PathManager(
-            server=self.server, local_addrs=self.host.local_addresses(),
+            server=self.server, local_addrs=self.host.local_addresses(c.local[0]),
             initial_local=c.local[0], initial_remote=c.remote[0], remote_port=c.remote[1],
             limits=self.cfg.limits, peer_deny_join_id0=getattr(sf.hs, "peer_deny_join_id0",
                                                                False),

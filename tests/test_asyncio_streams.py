@@ -146,6 +146,43 @@ def test_virtual_refused_and_errors(vhosts: tuple[Any, Any]) -> None:
     run(main())
 
 
+def test_virtual_drain_waits_for_a_slow_reader(vhosts: tuple[Any, Any]) -> None:
+    """Flow control: while the server does not read, the stack's windows and
+    buffers fill, the transport buffers the rest and drain() waits; once the
+    server reads, drain() returns and everything arrives intact."""
+    a, b = vhosts
+    payload = os.urandom(6 * 1024 * 1024)
+
+    async def main() -> None:
+        port = next(_ports)
+        go = asyncio.Event()
+        received = bytearray()
+
+        async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await go.wait()
+            while data := await reader.read(1 << 20):
+                received.extend(data)
+            writer.close()
+
+        server = await sasyncio.start_server(slow, S4, port, stack_host=b)
+        reader, writer = await sasyncio.open_connection(S4, port, stack_host=a)
+        writer.write(payload)
+        transport = writer.transport
+        assert transport.get_write_buffer_size() > 0
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(writer.drain(), 0.5)  # nobody reads: drain waits
+        assert transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]
+        go.set()
+        await asyncio.wait_for(writer.drain(), 20)
+        writer.write_eof()
+        assert await reader.read() == b""  # the server closes after our EOF
+        writer.close()
+        assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+        server.close()
+
+    run(main())
+
+
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """A self-signed certificate for the test addresses (openssl)."""

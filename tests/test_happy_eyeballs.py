@@ -286,6 +286,34 @@ def test_virtual_ip_literal_and_refused() -> None:
         b.close(timeout=1)
 
 
+def test_virtual_source_address_limits_the_family() -> None:
+    """source_address binds every attempt; only addresses of its family are
+    tried (a v4 source cannot reach a v6 record)."""
+    a, b = stack.Host.virtual()
+    try:
+        port = next(_ports)
+        srv = b.create_server(("10.1.0.2", port))
+        t = _serve_once(srv, b"src")
+        seen: list[int] = []
+
+        def resolver(name: str, port: int, family: int, type: int) -> list[Any]:
+            seen.append(family)
+            infos = [(V6, socket.SOCK_STREAM, 6, "", ("fd00:1::2", port, 0, 0)),
+                     (V4, socket.SOCK_STREAM, 6, "", ("10.1.0.2", port))]
+            return [i for i in infos if family in (0, i[0])]
+
+        with create_connection(a, ("both.example", port), timeout=5, resolver=resolver,
+                               source_address=("10.1.0.1", 0)) as sock:
+            assert sock.getsockname()[0] == "10.1.0.1"
+            assert sock.recv(3) == b"src"
+        assert seen == [V4]
+        t.join(5)
+        srv.close()
+    finally:
+        a.close(timeout=1)
+        b.close(timeout=1)
+
+
 @pytest.mark.root
 @pytest.mark.interop
 def test_tun_blackholed_first_address_second_wins_quickly() -> None:

@@ -303,3 +303,35 @@ def test_rate_limited_paths_aggregate() -> None:
     goodput = size * 8 / (marks["last"] - marks["first"])
     _check_two_subflows(res["info"], socket.AF_INET)
     assert goodput >= 0.9 * 150e6, goodput / 1e6
+
+
+@pytest.mark.parametrize("where", ["kernel-synack", "stack-after-syn"])
+def test_middlebox_strips_mptcp_options(where: str) -> None:
+    """nftables `reset tcp option mptcp`: on the kernel server's SYN/ACK, or on
+    everything the stack client sends after its SYN; both ends fall back to
+    TCP and the transfer is intact."""
+    with Topology(2) as topo:
+        _kernel_pm(topo, server=True, family=socket.AF_INET, csum=False)
+        tun1 = topo.paths[0].tun
+        if where == "kernel-synack":
+            hook, rule = "output", f"oifname {tun1} tcp flags & (syn|ack) == syn|ack"
+        else:
+            hook, rule = "prerouting", f"iifname {tun1} tcp flags & syn == 0"
+        for c in ("add table inet mpsmb",
+                  f"add chain inet mpsmb c {{ type filter hook {hook} priority -150 ; }}",
+                  f"add rule inet mpsmb c {rule} reset tcp option mptcp"):
+            run(["nft", c], ns=topo.ns)
+        before = topo.nstat()
+        with stack.Host.tun(*topo.stack_specs(), netns=topo.ns) as host:
+            res = run_pair(topo, host, family=socket.AF_INET, kernel_is_server=True,
+                           size=20 * MB)
+        after = topo.nstat()
+    info = res["info"]
+    assert info["mptcp"] is False
+    want = "synack_without_mpc" if where == "kernel-synack" else "first_segment_without_dss"
+    assert info["fallback_reason"] == want
+    # the kernel server fell back too: the third ACK had no MP_CAPABLE
+    fb = after.get("MPTcpExtMPCapableFallbackACK", 0) - before.get(
+        "MPTcpExtMPCapableFallbackACK", 0)
+    assert fb == 1
+    assert res["kernel_mptcp"] is not True

@@ -37,9 +37,10 @@ K4, S4 = "10.1.0.1", "10.1.0.2"
 ENV = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
 
 
-def mpstack_run(*args: str, timeout: float = 60, **kw: object) -> subprocess.CompletedProcess[str]:
+def mpstack_run(*args: str, timeout: float = 60, env: dict[str, str] | None = None,
+                **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run([PY, "-m", "stack.cli", "run", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT, env=ENV, **kw)  # type: ignore[call-overload]
+                          text=True, timeout=timeout, cwd=ROOT, env=env or ENV, **kw)  # type: ignore[call-overload]
 
 
 # ------------------------------------------------------------ no root needed
@@ -165,7 +166,8 @@ def test_urllib_download_from_a_kernel_server_and_exit_status(topo: Topology,
                                                               tmp_path: Path) -> None:
     """A `urllib.request.urlopen` program under mpstack run downloads 4 MB from
     `python -m http.server` in the kernel's namespace: intact, the kernel
-    saw the stack's address, and the program's exit status (3) comes back."""
+    saw the stack's address, the program's exit status (3) comes back, and
+    --pcap recorded the connection."""
     data = os.urandom(4 * 1024 * 1024)
     (tmp_path / "blob").write_bytes(data)
     port = next(_ports)
@@ -182,7 +184,8 @@ def test_urllib_download_from_a_kernel_server_and_exit_status(topo: Topology,
             print(len(body), hashlib.sha256(body).hexdigest())
             sys.exit(3)
         """)
-        proc = mpstack_run(*iface_args(topo), "--", PY, "-c", program)
+        proc = mpstack_run(*iface_args(topo), "--pcap", str(tmp_path / "run.pcap"), "--",
+                           PY, "-c", program)
     finally:
         kernel.send_signal(signal.SIGINT)
         try:
@@ -193,6 +196,23 @@ def test_urllib_download_from_a_kernel_server_and_exit_status(topo: Topology,
     assert proc.returncode == 3, proc.stderr
     assert proc.stdout.split() == [str(len(data)), hashlib.sha256(data).hexdigest()]
     assert f'{S4} - - ' in kernel_log and '"GET /blob HTTP/1.1" 200' in kernel_log
+    # --pcap recorded the connection, from the SYN to the FINs
+    from fastpath.segment import ParseError, parse_segment
+
+    from stack.trace.pcap import open_capture
+    from stack.wire.tcp import FIN, SYN
+
+    flags = packets = 0
+    with open_capture(tmp_path / "run.pcap") as cap:
+        for pkt in cap:
+            try:
+                seg = parse_segment(pkt.data, verify_checksum=False)
+            except ParseError:  # not TCP (e.g. ICMPv6 from the kernel's side)
+                continue
+            if port in (seg.sport, seg.dport):
+                flags |= seg.flags
+                packets += 1
+    assert flags & SYN and flags & FIN and packets > 10
 
 
 @pytest.mark.root
@@ -297,6 +317,7 @@ def test_unsupported_uses_fail_with_one_line(topo: Topology) -> None:
     cases = {
         "socket.fromfd": "socket.fromfd(s.fileno(), socket.AF_INET, socket.SOCK_STREAM)",
         "os.sendfile": "os.sendfile(s.fileno(), 0, 0, 1)",
+        "os.dup2": "os.dup2(s.fileno(), 0)",
         "a TCP socket in a child made by os.fork()": textwrap.dedent("""
             if os.fork() == 0:
                 socket.socket()
@@ -719,3 +740,24 @@ def test_stack_selector_maps_write_interest(monkeypatch: pytest.MonkeyPatch) -> 
     finally:
         a.close(timeout=1)
         b.close(timeout=1)
+
+
+@pytest.mark.root
+def test_the_program_own_sitecustomize_and_pythonpath_still_work(topo: Topology,
+                                                                  tmp_path: Path) -> None:
+    """The hook shadows a `sitecustomize` on the user's PYTHONPATH: it runs it
+    afterwards, and the program (and its children) see the user's PYTHONPATH."""
+    (tmp_path / "sitecustomize.py").write_text("import builtins\nbuiltins.CHAINED = True\n")
+    env = dict(ENV, PYTHONPATH=str(tmp_path))
+    program = textwrap.dedent("""
+        import builtins, os, socket, subprocess, sys
+        child = subprocess.run([sys.executable, "-c",
+                                "import socket; print(type(socket.socket()).__module__)"],
+                               capture_output=True, text=True).stdout.strip()
+        print(getattr(builtins, "CHAINED", False), os.environ["PYTHONPATH"],
+              type(socket.socket()).__module__, child)
+    """)
+    proc = mpstack_run(*iface_args(topo), "--", PY, "-c", program, env=env)
+    assert proc.returncode == 0, proc.stderr
+    # the child Python runs on the kernel: its socket is the standard one
+    assert proc.stdout.split() == ["True", str(tmp_path), "stack.api.socket", "socket"]

@@ -93,3 +93,55 @@ def test_checksum_and_fallback_config_are_per_host() -> None:
     _intact(x, up, b"")
     # the server asked for checksums in its SYN/ACK: both ends use them
     assert x.conn.mptcp_info()["checksum"] and x.peer.mptcp_info()["checksum"]
+
+
+def test_checksum_failure_mp_fail_then_infinite_mapping() -> None:
+    """A middlebox alters one payload byte (fixing the TCP checksum) after
+    checksums worked: the receiver sends MP_FAIL and still delivers, the
+    sender answers MP_FAIL + the infinite mapping, both fall back to TCP
+    (RFC 8684 §3.7) and the transfer goes on as TCP."""
+    t = two_hosts(1, c_cfg=MptcpConfig(checksum=True))
+    link = t.links[0][0]
+    orig = link.send
+    done = []
+
+    def corrupt(frame, now):
+        out = orig(frame, now)
+        fixed = []
+        for when, pkt, verified in out:
+            ihl = (pkt[0] & 0x0F) * 4
+            doff = (pkt[ihl + 12] >> 4) * 4
+            if not done and len(pkt) > ihl + doff + 100 and now > 0.02:
+                b = bytearray(pkt)
+                b[ihl + doff + 50] ^= 0xFF
+                pkt = _fix_tcp_checksum(bytes(b))
+                done.append(now)
+            fixed.append((when, pkt, verified))
+        return fixed
+
+    link.send = corrupt
+    up = payload(400_000, 11)
+    x = Exchange(t, up, b"fin")
+    assert x.run(60)
+    assert done and x.failed() is None
+    got = x.received_up
+    assert len(got) == len(up) and sum(a != b for a, b in zip(got, up, strict=True)) == 1
+    ci, si = x.conn.mptcp_info(), x.peer.mptcp_info()
+    # the receiver found the bad checksum and sent MP_FAIL; the sender
+    # answered it (MP_FAIL back), so each side received one
+    assert si["stats"]["map_error_bad_csum"] == 1
+    assert ci["stats"]["mp_fail_rx"] == 1 and si["stats"]["mp_fail_rx"] == 1
+    assert ci["stats"]["infinite_mapping_tx"] == 1 and si["stats"]["infinite_mapping_rx"] == 1
+    assert ci["fallback_reason"] == "mp_fail" and si["fallback_reason"] == "mp_fail"
+
+
+def _fix_tcp_checksum(pkt: bytes) -> bytes:
+    from stack.wire.checksum import pseudo_sum_v4, tcp_checksum
+
+    b = bytearray(pkt)
+    ihl = (b[0] & 0x0F) * 4
+    total = int.from_bytes(b[2:4], "big")
+    b[ihl + 16:ihl + 18] = b"\x00\x00"
+    pseudo = pseudo_sum_v4(bytes(b[12:16]), bytes(b[16:20]), 6, total - ihl)
+    b[ihl + 16:ihl + 18] = tcp_checksum(pseudo, bytes(b[ihl:])).to_bytes(2, "big")
+    return bytes(b)

@@ -23,7 +23,8 @@ no permission); 126 when COMMAND cannot be executed; 127 when it is not found.
 Inside the program, TLS works (`SSLContext.wrap_socket` of a stack socket is
 a `stack.api.tls.TlsSocket`), and so do `selectors`/asyncio. What cannot work
 on a userspace socket (its descriptor given to code that wants a kernel
-socket: `socket.fromfd`, `socket.socket(fileno=...)`, `os.sendfile`; new TCP
+socket: `socket.fromfd`, `socket.socket(fileno=...)`, `os.sendfile`,
+`os.dup`/`os.dup2`; new TCP
 sockets in an `os.fork()` child) raises an OSError(EOPNOTSUPP) whose message
 starts with "mpstack run: unsupported:"; uncaught, that one line is printed
 instead of a traceback.
@@ -70,7 +71,7 @@ class RunError(Exception):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.usage = (f"%(prog)s --iface {IFACE_HINT} [--iface ...] [--netns NS] "
-                    "[--no-offload] -- COMMAND [ARG...]")
+                    "[--no-offload] [--pcap FILE] -- COMMAND [ARG...]")
     parser.description = ("Run an unmodified Python program with its TCP sockets "
                           "(AF_INET/AF_INET6, SOCK_STREAM) on the userspace stack "
                           "(the counterpart of Linux's mptcpize). Exits with the "
@@ -85,6 +86,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="use TUN offloads (vnet header, TSO, checksum; default)")
     off.add_argument("--no-offload", dest="offload", action="store_false",
                      help="plain TUN packets, no offloads")
+    parser.add_argument("--pcap", metavar="FILE",
+                        help="record every packet the stack sends or receives "
+                             "(pcap, raw IP; TCP super-segments recorded whole)")
     parser.add_argument("--linger", type=float, default=10.0, metavar="SECONDS",
                         help="at exit, how long queued data may take to be delivered "
                              "before connections are reset (default 10)")
@@ -179,6 +183,7 @@ def child_environment(args: argparse.Namespace, base: dict[str, str] | None = No
         "netns": args.netns,
         "offload": bool(args.offload),
         "linger": float(args.linger),
+        "pcap": os.path.abspath(args.pcap) if getattr(args, "pcap", None) else None,
         "package_root": str(PACKAGE_ROOT),
         "pythonpath": old,
     }

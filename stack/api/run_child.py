@@ -20,7 +20,7 @@ MPSTACK_RUN_CONFIG; Python imports `sitecustomize` at start-up, which calls
    (TLS records through memory BIOs), so `https` clients and servers work;
 5. refuses with one clear line what cannot work: handing a stack socket's
    descriptor to code that expects a kernel socket (`socket.fromfd`,
-   `socket.socket(fileno=...)`, `os.sendfile`), and new
+   `socket.socket(fileno=...)`, `os.sendfile`, `os.dup`, `os.dup2`), and new
    TCP sockets in a child made by `os.fork()` (the stack's thread and device
    stay in the parent). Such a use raises `Unsupported` (an OSError,
    EOPNOTSUPP); uncaught, its one line is all the user sees (no traceback).
@@ -50,6 +50,8 @@ EXIT_SETUP_FAILED = 125  # as env(1): the runner itself failed
 _RealSocket = _socket_module.socket
 _real_fromfd = _socket_module.fromfd
 _real_sendfile = os.sendfile
+_real_dup = os.dup
+_real_dup2 = os.dup2
 _RealDefaultSelector = selectors.DefaultSelector
 
 _host: Any = None
@@ -172,6 +174,20 @@ def _sendfile(out_fd: int, in_fd: int, *args: Any, **kw: Any) -> int:
         raise _unsupported("os.sendfile() on a stack socket's descriptor (use "
                            "socket.sendfile() or send())")
     return _real_sendfile(out_fd, in_fd, *args, **kw)
+
+
+def _dup(fd: int) -> int:
+    if _stack_socket_for_fd(fd) is not None:
+        raise _unsupported("os.dup() of a stack socket's descriptor (it is a readiness "
+                           "eventfd, not a kernel socket)")
+    return _real_dup(fd)
+
+
+def _dup2(fd: int, fd2: int, inheritable: bool = True) -> int:
+    if _stack_socket_for_fd(fd) is not None:
+        raise _unsupported("os.dup2() of a stack socket's descriptor (e.g. a CGI child's "
+                           "stdin: it would be a readiness eventfd, not the connection)")
+    return _real_dup2(fd, fd2, inheritable)
 
 
 def _patch_ssl() -> None:
@@ -320,6 +336,8 @@ def _close_host() -> None:
         _host.close(timeout=float(_config.get("linger", 10.0)))
     except Exception as exc:  # noqa: BLE001 - at exit: report, never hang
         print(f"{PREFIX}: closing the stack: {exc}", file=sys.stderr)
+    for close in _closers:
+        close()
 
 
 def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
@@ -339,6 +357,7 @@ def _thread_excepthook(args: Any) -> None:
 _real_excepthook = sys.excepthook
 _real_thread_excepthook = threading.excepthook
 _config: dict[str, Any] = {}
+_closers: list[Any] = []  # run after the host is closed (the pcap writer)
 
 
 def _fail(message: str) -> None:
@@ -346,12 +365,30 @@ def _fail(message: str) -> None:
     os._exit(EXIT_SETUP_FAILED)
 
 
+def _pcap_tap(path: str) -> Any:
+    import time
+
+    from stack.trace.pcap import PcapWriter
+
+    try:
+        writer = PcapWriter(path)
+    except OSError as exc:
+        _fail(f"cannot write {path}: {exc.strerror or exc}")
+    _closers.append(writer.close)
+
+    def tap(_direction: str, _iface: str, packet: bytes, _gso: int) -> None:
+        writer.write(bytes(packet), time.time())
+
+    return tap
+
+
 def start_host(config: Mapping[str, Any]) -> Any:
     from stack.api.host import Host
 
+    tap = _pcap_tap(config["pcap"]) if config.get("pcap") else None
     try:
         return Host.tun(*config["ifaces"], netns=config.get("netns"),
-                        offload=bool(config.get("offload", True)))
+                        offload=bool(config.get("offload", True)), tap=tap)
     except ValueError as exc:
         _fail(str(exc))
     except OSError as exc:
@@ -368,6 +405,8 @@ def install(host: Any) -> None:
     _socket_module.socket = StackAwareSocket  # type: ignore[misc]
     _socket_module.fromfd = _fromfd
     os.sendfile = _sendfile
+    os.dup = _dup
+    os.dup2 = _dup2
     selectors.DefaultSelector = StackSelector  # type: ignore[misc]
     os.register_at_fork(after_in_child=_after_fork_in_child)
     sys.excepthook = _excepthook

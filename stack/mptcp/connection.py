@@ -56,7 +56,7 @@ from stack.mptcp.subflow import Subflow
 from stack.tcp.config import TcpConfig
 from stack.tcp.seq import seq_diff
 from stack.tcp.state import TcpState
-from stack.wire.mptcp import AddAddr, MpFail, MpFastclose, MpTcpRst
+from stack.wire.mptcp import AddAddr, MpFastclose, MpTcpRst
 from stack.wire.mptcp import MpJoin as _MpJoin
 
 __all__ = ["MptcpConfig", "MptcpConnection", "MptcpHostOps", "DSS_OPTION_SPACE"]
@@ -124,6 +124,7 @@ class MptcpConnection:
         self.join_seen = False
         self.mp_fail_dsn: int | None = None
         self.mp_fail_sent = False
+        self.fail_reply: tuple[Subflow, int] | None = None  # MP_FAIL to answer
         self.stats: Counter[str] = Counter()
         self._next_id = 1
         self._actions: list[tuple[PmAction, Subflow | None]] = []
@@ -295,13 +296,17 @@ class MptcpConnection:
         self.stats["mp_fail_rx"] += 1
         d = decide(Situation.MP_FAIL_RECEIVED, self._ctx(sf))
         if d.action is Action.MP_FAIL_AND_FALLBACK:
-            sf.signals.append(MpFail(dsn))
+            # answer with MP_FAIL + the infinite mapping on the next segment,
+            # then plain TCP (kernel pm.c mptcp_pm_mp_fail_received)
+            self.fail_reply = (sf, dsn)
             sf.conn.request_ack()
-            self.fall_back("mp_fail")
         elif d.action is Action.STOP_FAIL_TIMER:
             self.fall_back("mp_fail")
 
     def on_infinite_mapping(self, sf: Subflow) -> None:
+        self.stats["infinite_mapping_rx"] += 1
+        if self.fallen_back:
+            return
         d = decide(Situation.MAPPING_ERROR, replace(self._ctx(sf), map_data_len=0))
         if d.action is Action.FALLBACK:
             self.fall_back("infinite_mapping")

@@ -162,7 +162,7 @@ class Subflow:
                     mp.on_data_ack(self, o.data_ack, o.data_ack_len == 8,
                                    seg.window << conn.snd_wscale)
                 if o.dsn_len:
-                    if o.dll == 0 and plen:
+                    if o.dll == 0:
                         mp.on_infinite_mapping(self)
                         continue
                     fin = self.rx.note(rel, plen, o)
@@ -224,6 +224,18 @@ class Subflow:
                 return (mpc.emit(),)
         if mp.dr is None:
             return ()
+        if mp.fail_reply is not None and mp.fail_reply[0] is self:
+            # RFC 8684 §3.7: MP_FAIL back and the infinite mapping (DLL 0)
+            # starting at the failed DSN, then fall back to TCP
+            dsn = mp.fail_reply[1]
+            mp.fail_reply = None
+            # 32-bit DSN and no DATA_ACK: with MP_FAIL and timestamps that
+            # is exactly the 40 option bytes
+            inf = Dss(dsn=dsn & MASK32, dsn_len=4, ssn=rel & MASK32, dll=0,
+                      checksum=0 if mp.csum else None)
+            mp.stats["infinite_mapping_tx"] += 1
+            mp.fall_back("mp_fail")
+            return (MpFail(dsn).emit(), inf.emit())
         if self.signals and not plen and not flags & FIN:
             # ADD_ADDR / echo / REMOVE_ADDR / MP_PRIO alone on a pure ACK, all
             # other MPTCP options dropped, as the kernel (§1.6)

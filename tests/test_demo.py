@@ -69,6 +69,7 @@ def test_demo_mptcp_small_transfer(tmp_path: Path) -> None:
         for s in subs:
             assert f"subflow {s['id']} {s['local']} -> {s['remote']}" in out
         assert summary["kernel_counters"].get("MPTcpExtMPCapableSYNRX") == 1
+        assert re.search(r"\d of \d subflows carried data, over [12] TUN path", out)
     else:
         assert "MPTCP fallback" in out
     assert_gone(ns, tuns)

@@ -187,12 +187,29 @@ def run_pair(topo: Topology, host: Any, *, family: int, kernel_is_server: bool, 
         th.start()
         conn, got = _stack_exchange(host, ls, to_kernel, timeout, on_tick)
         th.join(timeout)
-    assert result["kernel"][2] == [], result
-    assert result["kernel"][:2] == (size, hashlib.sha256(to_kernel).hexdigest())
+    with host.lock:
+        diag = _diagnose(conn)
+    mib = {k: v for k, v in topo.nstat().items() if k.startswith("MPTcp") and v}
+    assert result["kernel"][2] == [], f"{result} {mib} {diag}"
+    assert result["kernel"][:2] == (size, hashlib.sha256(to_kernel).hexdigest()), diag
     assert got == (size, hashlib.sha256(to_stack).hexdigest())
     with host.lock:
         result["info"] = conn.mptcp_info() if hasattr(conn, "mptcp_info") else None
     return result
+
+
+def _diagnose(conn: Any) -> Any:
+    """The stack side's state, for assertion messages."""
+    if not hasattr(conn, "subflows"):
+        return repr(conn)
+    out: dict[str, Any] = {"conn": repr(conn), "info": conn.mptcp_info(),
+                           "ds": (conn.ds.pending, conn.ds.window_room, conn.ds.fin_sent,
+                                  conn.ds.fin_acked)}
+    out["subflows"] = [(repr(sf.conn), sf.conn.cc.cwnd if sf.conn.cc else None,
+                        sf.conn.in_flight, sf.conn.unsent, sf.rx.failed, sf.rx.pos,
+                        sf.conn.stats.timeouts, sf.conn.stats.retransmissions)
+                       for sf in conn.subflows]
+    return out
 
 
 def _check_two_subflows(info: dict[str, Any], family: int) -> None:

@@ -204,3 +204,29 @@ def test_two_tun_interfaces_egress_by_source() -> None:
             seen.append(max(sent, key=sent.get))
         assert seen == [topo.paths[1].tun, topo.paths[0].tun]
         srv.close()
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["v4", "v6"])
+def test_default_gateway_reaches_a_remote_network(family: int) -> None:
+    """`Host.tun("A,10.1.0.2/24", "B,10.2.0.2/24,gw=10.2.0.1")` (and the IPv6
+    form): an address on no TUN's subnet goes to the gateway's interface."""
+    with Topology(2) as topo:
+        p1, p2 = topo.paths
+        far, gw = (("192.0.2.1", str(p2.kernel_v4.ip)) if family == socket.AF_INET
+                   else ("2001:db8::1", str(p2.kernel_v6.ip)))
+        topo.ip("addr", "add", far + ("/32" if family == socket.AF_INET else "/128"), "dev",
+                "lo")
+        specs = [p1.spec(), f"{p2.spec()},gw={gw}"]
+        with stack.Host.tun(*specs, netns=topo.ns) as host:
+            with topo.enter():
+                srv = socket.create_server((far, PORT), family=family)
+            srv.settimeout(5)
+            with host.create_connection((far, PORT), timeout=5) as s:
+                conn, peer = srv.accept()
+                own = str(p2.stack_v4.ip if family == socket.AF_INET else p2.stack_v6.ip)
+                assert peer[0] == own and s.getsockname()[0] == own
+                s.sendall(b"via the gateway")
+                assert conn.recv(100) == b"via the gateway"
+                conn.close()
+            assert host.devices[p1.tun].stats.tx_packets == 0  # all through path 2
+            srv.close()

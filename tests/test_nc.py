@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -157,6 +158,20 @@ def test_listen_mode_ipv6_and_pcap(topo: Topology, tmp_path: Path) -> None:
     assert tcp[0][40 + 13] == 0x02  # the kernel's SYN comes first
     assert tcp[1][40 + 13] == 0x12  # then our SYN/ACK
     assert any(len(p) > 1500 for p in tcp)  # super-segments are recorded whole
+    # The capture decodes with the project's own dumper and with tshark.
+    dump = subprocess.run([sys.executable, "-m", "stack.cli", "trace", "dump", str(pcap)],
+                          capture_output=True, text=True, timeout=60)
+    assert dump.returncode == 0, dump.stderr
+    assert len(dump.stdout.splitlines()) == len(packets)
+    if shutil.which("tshark"):
+        ts = subprocess.run(["tshark", "-r", str(pcap), "-T", "fields", "-e", "tcp.srcport",
+                             "-e", "_ws.malformed", "-e", "_ws.expert.severity"],
+                            capture_output=True, text=True, timeout=60)
+        assert ts.returncode == 0, ts.stderr
+        rows = [r.split("\t") for r in ts.stdout.splitlines()]
+        assert len(rows) == len(packets)
+        assert sum(1 for r in rows if r[0]) == len(tcp)  # every TCP packet decoded as TCP
+        assert not any(r[1] for r in rows), "malformed packets"
 
 
 def test_independent_directions(topo: Topology, tmp_path: Path) -> None:

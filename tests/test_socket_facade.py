@@ -445,3 +445,53 @@ def test_layering_import_stack_stays_cheap() -> None:
             "assert not bad, bad\n"
             "stack.Host; assert 'stack.api.host' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+def test_virtual_mptcp_sockets_use_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """IPPROTO_MPTCP on both ends: an MPTCP connection whose subflows carry the
+    data over both paths; a plain TCP client of the MPTCP listener gets TCP."""
+    a, b = stack.Host.virtual(paths=2, rng=random.Random(7), rate_bps=200e6, delay=0.002)
+    data = random.Random(8).randbytes(4_000_000)
+    try:
+        assert a.mptcp_capable
+        with pytest.raises(OSError) as exc:
+            a.socket(ssock.AF_INET, ssock.SOCK_STREAM, socket.IPPROTO_UDP)
+        assert exc.value.errno == errno.EPROTONOSUPPORT
+        with b.socket(ssock.AF_INET, ssock.SOCK_STREAM, ssock.IPPROTO_MPTCP) as ls:
+            ls.bind(("0.0.0.0", 7000))
+            ls.listen()
+            with a.socket(ssock.AF_INET, ssock.SOCK_STREAM, ssock.IPPROTO_MPTCP) as c:
+                assert c.proto == ssock.IPPROTO_MPTCP
+                c.settimeout(20)
+                c.connect(("10.1.0.2", 7000))
+                conn, _ = ls.accept()
+                assert conn.proto == ssock.IPPROTO_MPTCP
+                t = threading.Thread(target=lambda: (c.sendall(data), c.shutdown(ssock.SHUT_WR)))
+                t.start()
+                got = bytearray()
+                conn.settimeout(20)
+                while chunk := conn.recv(1 << 20):
+                    got += chunk
+                t.join(20)
+                assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+                with a.lock:
+                    info = c.connection.mptcp_info()
+                assert info["mptcp"] is True, info
+                busy = [s for s in info["subflows"] if s["bytes_sent"] > 100_000]
+                assert len({s["local"].split(":")[0] for s in busy}) == 2, info["subflows"]
+                conn.close()
+            # A plain TCP client of the same MPTCP listener: TCP, as with Linux.
+            with a.create_connection(("10.1.0.2", 7000), timeout=5) as plain:
+                conn, _ = ls.accept()
+                assert not hasattr(plain.connection, "mptcp_info")
+                plain.sendall(b"tcp")
+                assert conn.recv(10) == b"tcp"
+                conn.close()
+        # A core without MPTCP refuses the protocol, as Linux with MPTCP off.
+        monkeypatch.setattr(type(a), "mptcp_capable", property(lambda self: False))
+        with pytest.raises(OSError) as exc:
+            a.socket(ssock.AF_INET, ssock.SOCK_STREAM, ssock.IPPROTO_MPTCP)
+        assert exc.value.errno == errno.EPROTONOSUPPORT
+    finally:
+        a.close()
+        b.close()

@@ -8,6 +8,7 @@ hand-building TCP segments, so the device is tested without the stack's core.
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import os
 import select
@@ -151,6 +152,27 @@ def test_attach_to_vnet_device_restores_its_flags(topo: Topology) -> None:
     assert link_state(topo, name) == before
 
 
+def test_attach_up_device_with_default_addrgenmode_leaves_no_link_local() -> None:
+    """A device made with `ip tuntap add` and left at the kernel's default
+    addrgenmode: our open brings its carrier up and the kernel adds an IPv6
+    link-local address; close() removes it, keeping the user's own (here
+    fe80::1 and 10.9.0.1/24) and the link state."""
+    with Netns() as ns:
+        ns.ip("tuntap", "add", "dev", "tunll", "mode", "tun")
+        ns.ip("addr", "add", "10.9.0.1/24", "dev", "tunll")
+        ns.ip("addr", "add", "fe80::1/64", "dev", "tunll", "nodad")
+        ns.ip("link", "set", "dev", "tunll", "up")
+        before = (ns.link("tunll")["flags"], ns.link("tunll")["linkinfo"],
+                  ns.addresses("tunll"))
+        assert before[2] == ["10.9.0.1/24", "fe80::1/64"]
+        with TunDevice("tunll", netns=ns.name) as dev:
+            during = ns.addresses("tunll")
+            assert len(during) == 3, during  # the kernel's own link-local appeared
+        assert dev.stats.ll_removed == 1
+        after = (ns.link("tunll")["flags"], ns.link("tunll")["linkinfo"], ns.addresses("tunll"))
+        assert after == before
+
+
 def _open_queue_in(topo: Topology, name: str, flags: int) -> int:
     from tun.device import _open_queue
 
@@ -235,6 +257,37 @@ def test_kernel_tcp_through_plain_tun(topo: Topology) -> None:
         assert received == b"hello kernel" + b"x" * 3000
         conn.close()
 
+
+def test_offloads_refused_fall_back_to_plain(topo: Topology, monkeypatch) -> None:
+    """A kernel that refuses TUNSETOFFLOAD: the device is reopened without the
+    vnet header and runs in plain mode; a kernel TCP peer still gets through."""
+    import tun.device as device
+
+    real_ioctl = device.fcntl.ioctl
+    calls = []
+
+    def refusing_ioctl(fd, request, arg=0, *rest):
+        if request == device.TUNSETOFFLOAD and arg:
+            calls.append(arg)
+            raise OSError(errno.EINVAL, "offloads refused")
+        return real_ioctl(fd, request, arg, *rest)
+
+    monkeypatch.setattr(device.fcntl, "ioctl", refusing_ioctl)
+    before = link_state(topo, topo.path.tun)
+    with TunDevice(topo.path.tun, netns=topo.ns, offload=True) as dev:
+        assert calls == [device.OFFLOADS]
+        assert not dev.offload and not dev.vnet and not dev.flags & IFF_VNET_HDR
+        assert topo.link(topo.path.tun)["linkinfo"]["info_data"]["vnet_hdr"] is False
+        conn, kseq = handshake(topo, dev)
+        conn.send(b"k" * 5000)
+        got = 0
+        while got < 5000:
+            pkt, info = read_tcp(dev)
+            assert len(pkt) <= 1500 and not info.is_gso  # no vnet header: plain packets
+            got += len(pkt) - 20 - (pkt[32] >> 4) * 4
+        conn.close()
+    monkeypatch.undo()
+    assert link_state(topo, topo.path.tun) == before
 
 
 class FakeCore:

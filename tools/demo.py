@@ -187,7 +187,10 @@ def connection_summary(sock: Any, host: Any) -> dict[str, Any]:
     return out
 
 
-def report(args: argparse.Namespace, summary: dict[str, Any]) -> None:
+def report(args: argparse.Namespace, summary: dict[str, Any],
+           paths: dict[str, str] | None = None) -> None:
+    """Print the summary; `paths` maps the stack's addresses to their TUN."""
+    paths = paths or {}
     conn = summary["connection"]
     dur = summary["duration"]
     print(f"demo: connection {summary['local']} -> {summary['remote']}: "
@@ -200,14 +203,18 @@ def report(args: argparse.Namespace, summary: dict[str, Any]) -> None:
     tot_rx = sum(s["bytes_received"] or 0 for s in subs) or 1
     for s in subs:
         tx, rx = s["bytes_sent"] or 0, s["bytes_received"] or 0
+        tun = paths.get(str(s["local"]).rpartition(":")[0].strip("[]"))
         print(f"demo:   subflow {s['id']} {s['local']} -> {s['remote']}"
-              f"{' (join)' if s['join'] else ''}: sent {tx} B ({100 * tx / tot_tx:.0f} %), "
+              f"{' (join)' if s['join'] else ''}{f' via {tun}' if tun else ''}: "
+              f"sent {tx} B ({100 * tx / tot_tx:.0f} %), "
               f"received {rx} B ({100 * rx / tot_rx:.0f} %), "
               f"{mbit(tx + rx, dur):.1f} Mbit/s"
               + ("" if s["established"] else ", never established"))
-    used = sum(1 for s in subs if (s["bytes_sent"] or 0) + (s["bytes_received"] or 0) > 0)
+    busy = [s for s in subs if (s["bytes_sent"] or 0) + (s["bytes_received"] or 0) > 0]
     if conn["mptcp"]:
-        print(f"demo:   {used} of {len(subs)} subflows carried data")
+        tuns = {paths.get(str(s["local"]).rpartition(":")[0].strip("[]")) for s in busy}
+        print(f"demo:   {len(busy)} of {len(subs)} subflows carried data, over "
+              f"{len(tuns - {None})} TUN path(s)")
     k = summary.get("kernel_counters", {})
     if k:
         print("demo:   kernel: " + ", ".join(f"{n} {v}" for n, v in sorted(k.items())))
@@ -278,7 +285,7 @@ def run_demo(args: argparse.Namespace) -> int:
             "offload": host.offload, "connection": connection_summary(sock, host),
             "kernel_counters": {k: v for k, v in counters.items() if v},
         }
-        report(args, summary)
+        report(args, summary, {str(p.stack_v4.ip): p.tun for p in topo.paths})
         if args.json:
             Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
         if bad:
@@ -289,7 +296,9 @@ def run_demo(args: argparse.Namespace) -> int:
         return 0
     finally:
         # Undo in reverse order, whatever happened (signals are held off so that
-        # a second Ctrl-C cannot cut the clean-up short).
+        # a second Ctrl-C cannot cut the clean-up short). After a failure or an
+        # interrupt the stack's connections are reset rather than drained.
+        failing = sys.exc_info()[0] is not None
         old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM,
                                                               signal.SIGHUP)}
         try:
@@ -299,7 +308,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 except OSError:
                     pass
             if host is not None:
-                host.close(timeout=2.0)
+                host.close(timeout=0.2 if failing else 2.0)
             if server is not None:
                 server.close()
             if topo is not None:

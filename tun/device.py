@@ -75,6 +75,16 @@ class TunStats:
     tx_gso: int = 0
     tx_dropped: int = 0
     tx_errors: dict[str, int] = field(default_factory=dict)
+    ll_removed: int = 0  # kernel-made IPv6 link-locals removed at close
+
+
+def _ipv6_ll(index: int) -> list[tuple[bytes, int]]:
+    """The link's IPv6 link-local (fe80::/10) addresses."""
+    try:
+        return [(a, p) for a, p in netlink.ipv6_addresses(index)
+                if a[0] == 0xFE and a[1] & 0xC0 == 0x80]
+    except OSError:
+        return []
 
 
 def _ifreq(name: str, flags: int) -> bytes:
@@ -129,6 +139,11 @@ class TunDevice:
                                             or self._found.tun_type != 1):
                 raise TunError(errno.EINVAL, f"{name} exists and is not a TUN device")
             self.created = self._found is None
+            # The IPv6 link-local addresses it has before we open it: when our
+            # open brings the carrier up, the kernel may add one (addrgenmode
+            # eui64/stable/random), which close() removes again.
+            self._found_ll: set[tuple[bytes, int]] = (
+                set(_ipv6_ll(self._found.index)) if self._found is not None else set())
             mq = IFF_MULTI_QUEUE if self._found is not None and self._found.multi_queue else 0
             base = IFF_TUN | IFF_NO_PI | mq
             fd = -1
@@ -301,7 +316,10 @@ class TunDevice:
             except OSError:
                 pass
         os.close(fd)
-        if found is None or not found.persist:
+        if found is None:
+            return
+        self._remove_our_link_locals()
+        if not found.persist:
             return
         original = (IFF_TUN | (0 if found.pi else IFF_NO_PI)
                     | (IFF_VNET_HDR if found.vnet_hdr else 0)
@@ -313,6 +331,18 @@ class TunDevice:
         try:
             with in_netns(self.netns):
                 os.close(_open_queue(self.name, original))
+        except OSError:
+            pass
+
+    def _remove_our_link_locals(self) -> None:
+        """Delete the IPv6 link-local addresses the kernel generated while we
+        held the device (carrier up); the user's own addresses stay."""
+        try:
+            with in_netns(self.netns):
+                for addr, plen in _ipv6_ll(self.index):
+                    if (addr, plen) not in self._found_ll:
+                        netlink.delete_ipv6_address(self.index, addr, plen)
+                        self.stats.ll_removed += 1
         except OSError:
             pass
 

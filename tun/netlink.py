@@ -1,4 +1,4 @@
-"""A minimal rtnetlink query: one link's flags, MTU and TUN attributes.
+"""Minimal rtnetlink: one link's flags, MTU and TUN attributes; its IPv6 addresses.
 
 Used to learn how an existing TUN device was configured before we attach to
 it (so that it is left exactly as found) and to read the MTU. Only RTM_GETLINK
@@ -17,8 +17,10 @@ from dataclasses import dataclass
 NETLINK_ROUTE = 0
 RTM_GETLINK = 18
 RTM_NEWLINK = 16
-NLMSG_ERROR = 2
-NLM_F_REQUEST = 1
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 1, 4, 0x300
+IFA_ADDRESS, IFA_LOCAL = 1, 2
 
 IFLA_IFNAME = 3
 IFLA_MTU = 4
@@ -34,6 +36,7 @@ IFF_UP = 0x1
 _NLMSGHDR = struct.Struct("=IHHII")
 _IFINFOMSG = struct.Struct("=BxHiII")
 _RTATTR = struct.Struct("=HH")
+_IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 
 
 @dataclass(slots=True, frozen=True)
@@ -114,3 +117,54 @@ def get_link(name: str) -> LinkInfo | None:
         num_queues=struct.unpack("=I", data[IFLA_TUN_NUM_QUEUES])[0]
         if IFLA_TUN_NUM_QUEUES in data else 0,
     )
+
+
+def _request(msg_type: int, flags: int, body: bytes) -> list[tuple[int, bytes]]:
+    """Send one request; the (type, message) replies up to DONE or the ACK."""
+    out: list[tuple[int, bytes]] = []
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                       NETLINK_ROUTE) as nl:
+        nl.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), msg_type, NLM_F_REQUEST | flags,
+                               1, 0) + body)
+        while True:
+            buf = nl.recv(65536)
+            off = 0
+            while off + _NLMSGHDR.size <= len(buf):
+                length, mtype, _f, _seq, _pid = _NLMSGHDR.unpack_from(buf, off)
+                if length < _NLMSGHDR.size:
+                    return out
+                msg = buf[off:off + length]
+                off += (length + 3) & ~3
+                if mtype == NLMSG_DONE:
+                    return out
+                if mtype == NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", msg, _NLMSGHDR.size)
+                    if code:
+                        raise OSError(-code, os.strerror(-code))
+                    return out  # the ACK
+                out.append((mtype, msg))
+            if not flags & NLM_F_DUMP and not flags & NLM_F_ACK:
+                return out
+
+
+def ipv6_addresses(index: int) -> list[tuple[bytes, int]]:
+    """(address, prefixlen) of every IPv6 address on link `index`."""
+    found = []
+    body = _IFADDRMSG.pack(socket.AF_INET6, 0, 0, 0, 0)
+    for mtype, msg in _request(RTM_GETADDR, NLM_F_DUMP, body):
+        if mtype != RTM_NEWADDR:
+            continue
+        family, plen, _flags, _scope, idx = _IFADDRMSG.unpack_from(msg, _NLMSGHDR.size)
+        if family != socket.AF_INET6 or idx != index:
+            continue
+        attrs = _attrs(msg, _NLMSGHDR.size + _IFADDRMSG.size, len(msg))
+        addr = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
+        if addr is not None and len(addr) == 16:
+            found.append((addr, plen))
+    return found
+
+
+def delete_ipv6_address(index: int, addr: bytes, plen: int) -> None:
+    """RTM_DELADDR of one IPv6 address (OSError if the kernel refuses)."""
+    body = _IFADDRMSG.pack(socket.AF_INET6, plen, 0, 0, index) + _attr(IFA_LOCAL, addr)
+    _request(RTM_DELADDR, NLM_F_ACK, body)

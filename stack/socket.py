@@ -14,6 +14,17 @@ from __future__ import annotations
 
 import socket as _std
 
+from stack.api.multipath import (
+    TCP_MULTIPATH_ADD,
+    TCP_MULTIPATH_CONNID,
+    TCP_MULTIPATH_ENABLE,
+    TCP_MULTIPATH_REMOVE,
+    TCP_MULTIPATH_SUBFLOWS,
+    decode_addresses,
+    decode_pairs,
+    encode_addresses,
+    encode_pairs,
+)
 from stack.api.socket import IPPROTO_MPTCP, Socket
 
 AF_INET = _std.AF_INET
@@ -32,6 +43,7 @@ SO_TYPE = _std.SO_TYPE
 SHUT_RD = _std.SHUT_RD
 SHUT_WR = _std.SHUT_WR
 SHUT_RDWR = _std.SHUT_RDWR
+MSG_OOB = _std.MSG_OOB
 
 # Errors: the same classes the standard library raises.
 error = OSError
@@ -48,4 +60,8 @@ __all__ = [
     "TCP_NODELAY", "SO_SNDBUF", "SO_RCVBUF", "SO_KEEPALIVE", "SO_REUSEADDR", "SO_ERROR",
     "SO_TYPE", "SHUT_RD", "SHUT_WR", "SHUT_RDWR", "error", "timeout", "herror", "gaierror",
     "socket", "SocketType", "Socket",
+    # RFC 6897 basic API (stack/api/multipath.py)
+    "TCP_MULTIPATH_ENABLE", "TCP_MULTIPATH_ADD", "TCP_MULTIPATH_REMOVE",
+    "TCP_MULTIPATH_SUBFLOWS", "TCP_MULTIPATH_CONNID", "encode_addresses", "decode_addresses",
+    "encode_pairs", "decode_pairs", "MSG_OOB",
 ]

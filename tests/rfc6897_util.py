@@ -20,9 +20,9 @@ from typing import Any
 import stack
 from stack.api.multipath import multipath_socket
 from stack.api.socket import Socket
-from stack.mptcp.pm import PmLimits
 from stack.host.packetize import gso_split, parse_segment, to_tcp_segment
 from stack.mptcp.handshake import parse_options
+from stack.mptcp.pm import PmLimits
 
 
 @contextlib.contextmanager

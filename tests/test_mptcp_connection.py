@@ -285,3 +285,34 @@ def test_recorded_trace_decodes_in_tshark_without_errors(tmp_path) -> None:
                              timeout=120)
     # tshark ties all subflows to one MPTCP connection (keys, tokens verified)
     assert set(streams.stdout.split()) == {"0"}
+
+
+def test_data_dropped_at_the_data_level_is_sent_again() -> None:
+    """A peer may acknowledge a segment at the subflow level and still drop
+    its data at the connection level (Linux: data beyond its window,
+    MPTcpExtNoDSSInWindow). The DATA_ACK then stops; after an RTO with
+    every subflow acknowledged, the oldest chunk goes out again (kernel
+    __mptcp_retrans) and the transfer completes."""
+    t = two_hosts(1)
+    up = payload(300_000, 21)
+    x = Exchange(t, up, b"")
+    dropped: list[int] = []
+
+    def arm(now: float) -> None:
+        dr = x.peer.dr
+        orig = dr.on_data
+
+        def on_data(dsn, data):
+            if not dropped and len(data) > 1000:
+                dropped.append(dsn)
+                return 0
+            return orig(dsn, data)
+
+        dr.on_data = on_data
+
+    assert t.net.run_until(lambda: x.peer is not None and x.peer.dr is not None, timeout=5,
+                           on_step=x.step)
+    arm(t.net.now)
+    assert x.run(30)
+    assert dropped and x.received_up == up
+    assert x.conn.stats["data_rtx"] >= 1

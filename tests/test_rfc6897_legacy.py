@@ -53,7 +53,8 @@ def test_L2_wildcard_bound_socket_uses_every_path_per_policy() -> None:
         c, s = connect(a, ls, "10.1.0.2", 7002, setup=lambda c: c.bind(("0.0.0.0", 0)))
         assert _is_mptcp(c)
         pump(c, s, 1_000_000)
-        assert wait(lambda: len({loc[0] for loc, _ in c.multipath_subflows()}) == 2)
+        assert wait(lambda: {"10.1.0.1", "10.2.0.1"} <= {loc[0] for loc, _ in
+                                                         c.multipath_subflows()})
         set_policy(a, DEFAULT_POLICY.with_(enable_on_wildcard=False))
         c2, s2 = connect(a, ls, "10.1.0.2", 7002)
         assert not _is_mptcp(c2) and c2.getsockopt(TCP, TCP_MULTIPATH_ENABLE) == 0
@@ -72,7 +73,7 @@ def test_L3_names_stay_the_first_subflow_after_it_closed() -> None:
         first = (names[0], names[1])
         c.multipath_close_subflow(1)
         assert wait(lambda: first not in c.multipath_subflows()
-                    and len(s.multipath_subflows()) < 3)
+                    and (first[1], first[0]) not in s.multipath_subflows())
         pump(c, s, 500_000, seed=4)
         assert first not in c.multipath_subflows()
         assert (c.getsockname(), c.getpeername(), s.getsockname(), s.getpeername()) == names

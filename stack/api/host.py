@@ -25,13 +25,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stack.api.socket import AF_INET, AF_INET6, SOCK_STREAM, Socket
+from stack.api.policy import DEFAULT_POLICY, MultipathPolicy
+from stack.api.socket import AF_INET, SOCK_STREAM, Socket
 from stack.host import HostCore
 from stack.tcp.state import TcpState
 from tun.device import TunDevice
 from tun.loop import EventLoop, Tap
 
 _DONE = frozenset({TcpState.CLOSED, TcpState.TIME_WAIT})
+_DEFAULT: Any = object()
 
 
 @dataclass
@@ -95,6 +97,9 @@ class Host:
             loop.users += 1
         self.clock = clock
         self.loop = loop
+        # RFC 6897 local policies (stack/api/policy.py): MPTCP on for
+        # wildcard-bound sockets, fate-sharing off, a buffer lower bound.
+        self.multipath_policy: MultipathPolicy = DEFAULT_POLICY
         self.lock: threading.RLock = self.loop.lock
         self.cond: threading.Condition = self.loop.cond
         # TcpConnection / Listener -> its socket, and sockets bound but not yet
@@ -166,21 +171,20 @@ class Host:
         self._check_running()
         return Socket(self, family, type, proto)
 
-    def create_connection(self, address: tuple[str, int], timeout: float | None = None,
-                          source_address: tuple[str, int] | None = None) -> Socket:
-        """Like `socket.create_connection` (IP literals)."""
-        family = AF_INET if ipaddress.ip_address(address[0]).version == 4 else AF_INET6
-        sock = self.socket(family)
-        try:
-            if timeout is not None:
-                sock.settimeout(timeout)
-            if source_address is not None:
-                sock.bind(source_address)
-            sock.connect(address)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+    def create_connection(self, address: tuple[str, int], timeout: Any = _DEFAULT,
+                          source_address: tuple[str, int] | None = None, *,
+                          all_errors: bool = False) -> Socket:
+        """Like `socket.create_connection`: resolves names (both families) and
+        races the addresses Happy-Eyeballs style (RFC 8305; RFC 6897 A5). The
+        other addresses of the name are never taken for the same host (RFC 6897
+        §6.4): only the winner's connection is kept."""
+        from stack.api.happy_eyeballs import create_connection
+
+        if timeout is _DEFAULT:
+            return create_connection(self, address, source_address=source_address,
+                                     all_errors=all_errors)
+        return create_connection(self, address, timeout, source_address,
+                                 all_errors=all_errors)
 
     def create_server(self, address: tuple[str, int], *, family: int = AF_INET,
                       backlog: int = 128) -> Socket:

@@ -347,7 +347,8 @@ class MultipathControl:
             return
         for a, port in addrs:
             if a != mp.local[0]:
-                mp._queue([SendAddAddr(Endpoint(pm.local_id(a), a, port or None))], None)
+                # no port: ours are not listening ports (RFC 8684 §3.4.1)
+                mp._queue([SendAddAddr(Endpoint(pm.local_id(a), a))], None)
         if not mp.server and self.pm_open_allowed():
             r0 = pm.remote_addrs.get(0)
             for a, _ in addrs:
@@ -564,6 +565,13 @@ class MultipathControl:
                 else 8
             acted |= self.open_more(limit, now) > 0
         acted |= self._finish_removals(now)
+        for sf in mp.subflows:
+            # Local fallback: a subflow sends one signal (ADD_ADDR, REMOVE_ADDR,
+            # MP_PRIO) per pure ACK and asks for none for the next one queued.
+            if sf.signals and sf.alive and sf.established and sf.conn is not None \
+                    and sf.conn.state in (TcpState.ESTABLISHED, TcpState.CLOSE_WAIT):
+                sf.conn.request_ack()
+                acted = True
         first = mp.subflows[0] if mp.subflows else None
         if (first is not None and _leaving(first) and not self._fate_done and not mp.closed
                 and mp.state is TcpState.ESTABLISHED and self.fate_sharing(fate_default)):
@@ -579,18 +587,19 @@ class MultipathControl:
 
     def events(self, now: float) -> list[MultipathEvent]:
         out: list[MultipathEvent] = []
+        closed: list[MultipathEvent] = []  # after the others of this round
         mp = self.mp
         for sf in mp.subflows:
             c = sf.conn
-            cur = (bool(sf.established), not sf.alive, bool(sf.backup), bool(sf.peer_backup))
+            cur = (bool(sf.established), _leaving(sf), bool(sf.backup), bool(sf.peer_backup))
             old = self._seen.get(sf.id, (False, False, bool(sf.backup), False))
             loc = _ep(c.local) if c is not None else None
             rem = _ep(c.remote) if c is not None else None
             if cur[0] and not old[0]:
                 out.append(MultipathEvent("subflow_established", now, sf.id, loc, rem))
             if cur[1] and not old[1]:
-                out.append(MultipathEvent("subflow_closed", now, sf.id, loc, rem,
-                                          reason=sf.close_reason))
+                closed.append(MultipathEvent("subflow_closed", now, sf.id, loc, rem,
+                                             reason=sf.close_reason))
             if cur[2] != old[2]:
                 out.append(MultipathEvent("priority_changed", now, sf.id, loc, rem,
                                           backup=cur[2], by_peer=False))
@@ -598,6 +607,7 @@ class MultipathControl:
                 out.append(MultipathEvent("priority_changed", now, sf.id, loc, rem,
                                           backup=cur[3], by_peer=True))
             self._seen[sf.id] = cur
+        out.extend(closed)
         pm = mp.pm
         if pm is not None:
             now_ids = {i: (str(ep.address), ep.port) for i, ep in pm.remote_addrs.items()

@@ -88,8 +88,8 @@ class _Ready:
             self.fd = -1
 
 
-class Socket:
-    """A TCP socket of the userspace stack (create it with `host.socket()`)."""
+class _TcpSocket:
+    """The BSD-style TCP socket; `Socket` adds the RFC 6897 API to it."""
 
     def __init__(self, host: Host, family: int = AF_INET, type: int = SOCK_STREAM,
                  proto: int = 0, *, _conn: Any = None) -> None:
@@ -374,7 +374,7 @@ class Socket:
                 self._bound = (listen_addr or "::", self._listener.port)
             self._host._adopt(self, self._listener)
 
-    def accept(self) -> tuple[Socket, Address]:
+    def accept(self) -> tuple[_TcpSocket, Address]:
         with self._lock:
             self._check_open()
             lst = self._listener
@@ -388,7 +388,7 @@ class Socket:
                     continue
                 if conn.state is TcpState.CLOSED:
                     continue  # reset before we took it
-                sock = Socket(self._host, self.family, SOCK_STREAM, self.proto, _conn=conn)
+                sock = type(self)(self._host, self.family, SOCK_STREAM, self.proto, _conn=conn)
                 sock._timeout = _std.getdefaulttimeout()
                 sock.options = dict(self.options)
                 self._refresh()
@@ -558,7 +558,7 @@ class Socket:
     def detach(self) -> int:
         raise _err(errno.EOPNOTSUPP, "a userspace socket has no kernel descriptor")
 
-    def __enter__(self) -> Socket:
+    def __enter__(self) -> _TcpSocket:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -714,3 +714,13 @@ class Socket:
                 self._io_refs -= 1
             if self._closing and self._io_refs == 0 and not self._closed:
                 self._real_close()
+
+
+# The RFC 6897 API (stack/api/multipath.py) comes first in the bases so that its
+# hooks (_mptcp_kw, _refresh, setsockopt, ...) wrap the TCP socket's.
+from stack.api.multipath import MultipathSocketMixin  # noqa: E402
+
+
+class Socket(MultipathSocketMixin, _TcpSocket):
+    """A TCP socket of the userspace stack (create it with `host.socket()`),
+    with the RFC 6897 multipath API (`multipath_*`, TCP_MULTIPATH_* options)."""

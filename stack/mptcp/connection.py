@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from stack.mptcp.coupled import COUPLED_ALGORITHMS, CoupledGroup
 from stack.mptcp.datarecv import DataReceiver, RxResult, SubflowReceiver
 from stack.mptcp.datasend import DataSender
-from stack.mptcp.dsn import dsn_add
+from stack.mptcp.dsn import dsn_add, dsn_diff
 from stack.mptcp.fallback import (
     Action,
     Context,
@@ -131,6 +131,12 @@ class MptcpConnection:
         self._bind_pending = False
         self._app_closed = False
         self._subflows_closing = False
+        self._wnd_known = False  # wnd_end taken from the peer's real window
+        # data-level retransmission (kernel protocol.c __mptcp_retrans): the
+        # DATA_ACK did not move for an RTO although data is outstanding
+        self._rtx_deadline: float | None = None
+        self._rtx_backoff = 0
+        self._last_una = self.ds.snd_una
 
     # ================================================================ subflows
     def _new_subflow(self, hs: Any, *, join: bool, local_id: int = 0, remote_id: int = 0,
@@ -455,6 +461,8 @@ class MptcpConnection:
                 self._close_subflow(sf, now, "peer_fin")
         if self.fallen_back:
             self._fallback_acks()
+        else:
+            self._data_rtx_check(now)
         if self._bind_pending:
             self._bind_pending = False
             self.host.bind_token(self)
@@ -469,6 +477,51 @@ class MptcpConnection:
         again = any(sf.reset_reason is not None and sf.alive
                     and sf.conn.state is not TcpState.CLOSED for sf in self.subflows)
         return again or bool(self._actions)
+
+    def _rto_base(self) -> float:
+        return max([0.2] + [sf.conn.rtt.rto for sf in self.alive if sf.conn.cc is not None])
+
+    def _data_rtx_check(self, now: float) -> None:
+        """Arm, reset or stop the data-level retransmission timer. Also take
+        the first connection-level window from the peer's real TCP window
+        (not an assumed 64 KiB: a Linux peer drops data beyond its window)."""
+        ds = self.ds
+        if not self._wnd_known and self.established and self.subflows:
+            c = self.subflows[0].conn
+            if c.cc is not None and c.snd_wnd:
+                self._wnd_known = True
+                if ds.snd_una == self._last_una:  # no DATA_ACK seen yet
+                    ds.wnd_end = dsn_add(ds.snd_una, c.snd_wnd)
+        if ds.snd_una != self._last_una:
+            self._last_una = ds.snd_una
+            self._rtx_backoff = 0
+            self._rtx_deadline = None
+        outstanding = dsn_diff(ds.snd_nxt, ds.snd_una) > 0 and not ds.fin_acked
+        if not outstanding:
+            self._rtx_deadline = None
+        elif self._rtx_deadline is None:
+            self._rtx_deadline = now + self._rto_base() * (1 << self._rtx_backoff)
+
+    def _data_rtx(self, now: float) -> None:
+        """The DATA_ACK is stuck: send the oldest unacknowledged chunk again
+        on whichever subflow the scheduler picks (a peer may have dropped it
+        at the data level after its subflow acknowledged it)."""
+        ds = self.ds
+        self._rtx_deadline = None
+        if self.fallen_back or dsn_diff(ds.snd_nxt, ds.snd_una) <= 0 or ds.fin_acked:
+            return
+        if any(sf.conn.snd_una != sf.conn.snd_nxt and not sf.stale.stale
+               for sf in self.alive if sf.conn.cc is not None):
+            # a subflow still has unacknowledged data: its own loss recovery
+            # explains the stuck DATA_ACK; look again later
+            self._rtx_deadline = now + self._rto_base()
+            return
+        n = min(dsn_diff(ds.write_seq, ds.snd_una), ds.max_mapping)
+        if n > 0:
+            ds.requeue(ds.snd_una, dsn_add(ds.snd_una, n))
+            self.stats["data_rtx"] += 1
+        self._rtx_backoff = min(self._rtx_backoff + 1, 7)
+        self._rtx_deadline = now + self._rto_base() * (1 << self._rtx_backoff)
 
     def _fallback_acks(self) -> None:
         """After fallback the TCP ACK is the DATA_ACK: the data level has
@@ -579,6 +632,8 @@ class MptcpConnection:
 
     def next_deadline(self) -> float | None:
         best = self.ds.fin_deadline
+        if self._rtx_deadline is not None and (best is None or self._rtx_deadline < best):
+            best = self._rtx_deadline
         if self.pm is not None:
             t = self.pm.next_deadline()
             if t is not None and (best is None or t < best):
@@ -587,6 +642,8 @@ class MptcpConnection:
 
     def on_timer(self, now: float) -> None:
         self.now = now
+        if self._rtx_deadline is not None and now >= self._rtx_deadline:
+            self._data_rtx(now)
         if self.ds.fin_timer(now):
             for sf in self.alive:
                 if sf.established:

@@ -74,3 +74,22 @@ def test_path_cut_mid_transfer_reinjects_and_completes() -> None:
     assert ci["stats"]["stale"] == 2 and ci["reinjected"] > 0 and si["reinjected"] > 0
     path1 = [r for r in ci["subflows"] if r["local"].startswith("10.1.")][0]
     assert not path1["stale"]
+
+
+def test_ipv4_and_ipv6_subflows_in_one_connection() -> None:
+    # the server announces its other addresses, IPv6 ones included; with
+    # room for three extra subflows the client joins across families
+    from stack.mptcp.pm import PmLimits
+
+    cfg = MptcpConfig(limits=PmLimits(subflows=3, add_addr_accepted=3,
+                                      join_from_local_addrs=False))
+    t = two_hosts(2, v6=True, c_cfg=cfg, s_cfg=cfg)
+    up = payload(2_000_000, 13)
+    x = Exchange(t, up, b"done")
+    assert x.run(60)
+    assert x.received_up == up
+    subs = x.conn.mptcp_info()["subflows"]
+    remotes = {s["remote"].rsplit(":", 1)[0] for s in subs}
+    assert "10.1.0.2" in remotes and "10.2.0.2" in remotes
+    assert any(r.startswith("[fd00:") for r in remotes), remotes
+    assert all(s["closed_at"] is not None and s["close_reason"] for s in subs)

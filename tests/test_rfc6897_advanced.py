@@ -14,6 +14,7 @@ from mptcp_topology import Exchange, payload, two_hosts
 from rfc6897_util import Wire, connect, hosts, pump, server, subflow_locals, wait
 
 import stack.api.happy_eyeballs as he
+import stack.socket as c_opts
 from stack.api.mpcontrol import MultipathControl, MultipathSettings
 from stack.api.policy import set_policy
 from stack.wire.mptcp import MpPrio
@@ -154,9 +155,12 @@ def test_A8_profile_interactive_keeps_data_on_the_lowest_rtt_path() -> None:
 
 
 def test_A8_profile_reliable_sends_everything_on_every_path() -> None:
-    """A8 reliable = the redundant scheduler: each path carries (nearly) all bytes."""
+    """A8 reliable = the redundant scheduler: each path carries most of the
+    bytes (copies already acknowledged through the other path are skipped),
+    far beyond what a non-redundant scheduler would put there."""
     rel = _profile_share("reliable")
-    assert rel.get(1, 0) > 0.9 and rel.get(2, 0) > 0.9, rel
+    assert rel.get(1, 0) > 0.6 and rel.get(2, 0) > 0.6, rel
+    assert sum(rel.values()) > 1.6, rel
 
 
 # --------------------------------------------------------------------- A9
@@ -251,9 +255,10 @@ def test_A11_mark_backup_sends_mp_prio_and_the_peer_stops_using_it() -> None:
     with hosts(2) as (a, b):
         wire = Wire(a)
         ls = server(b, 7310)
-        c, s = connect(a, ls, "10.1.0.2", 7310)
+        c, s = connect(a, ls, "10.1.0.2", 7310,
+                       setup=lambda c: c.multipath_add(["10.1.0.1", "10.2.0.1"]))
         pump(c, s, 200_000)
-        assert wait(lambda: len(c.multipath_subflows()) >= 3)
+        assert wait(lambda: len(c.multipath_subflows()) == 3 == len(s.multipath_subflows()))
         extra = [sf["id"] for sf in c.multipath_info()["subflows"]
                  if sf["id"] != 1 and sf["state"] == "established"]
         for sid in extra:
@@ -397,3 +402,133 @@ def test_A14_events_from_asyncio() -> None:
         closed = [e for e in evs if e.kind == "subflow_closed"]
         assert closed[0].subflow == 2 and closed[0].reason == "closed_by_application"
         assert subflow_locals(c)
+
+
+# ----------------------------------------------- against Linux (namespaces)
+def _kernel_topology():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tools.topology import Topology, can_run
+
+    why = can_run()
+    if why is not None:
+        pytest.skip(why)
+    return Topology
+
+
+def _kernel_server(topo, family: int, proto: int, port: int, size: int, box: dict):
+    """A kernel server in the namespace that sends `size` bytes, then reads to EOF."""
+    with topo.enter():
+        srv = std.socket(family, std.SOCK_STREAM, proto)
+    srv.setsockopt(std.SOL_SOCKET, std.SO_REUSEADDR, 1)
+    srv.bind(("0.0.0.0", port))
+    srv.listen(4)
+    srv.settimeout(30)
+
+    def run() -> None:
+        try:
+            k, _ = srv.accept()
+            k.settimeout(30)
+            k.sendall(b"k" * size)
+            k.shutdown(std.SHUT_WR)
+            while k.recv(65536):
+                pass
+            k.close()
+        except OSError as exc:
+            box["error"] = exc
+        finally:
+            srv.close()
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+def _read(c, n: int) -> int:
+    got = 0
+    while got < n:
+        chunk = c.recv(1 << 20)
+        if not chunk:
+            break
+        got += len(chunk)
+    return got
+
+
+@pytest.mark.root
+@pytest.mark.interop
+def test_kernel_peer_honours_mp_prio_and_remove_addr() -> None:
+    """A11 / B7 / B2 / B10 against Linux: a kernel MPTCP server announces its
+    second address and sends; MP_PRIO(backup) on the joined subflow makes
+    the kernel stop sending on it; REMOVE of our second address closes it
+    and the kernel counts the REMOVE_ADDR (MPTcpRmAddr)."""
+    import stack
+    from stack.api.multipath import multipath_socket
+
+    Topology = _kernel_topology()
+    mptcp = getattr(std, "IPPROTO_MPTCP", 262)
+    with Topology(2) as topo:
+        topo.exec("ip", "mptcp", "endpoint", "flush")
+        topo.exec("ip", "mptcp", "limits", "set", "subflows", "2", "add_addr_accepted", "0")
+        p1, p2 = topo.paths
+        topo.exec("ip", "mptcp", "endpoint", "add", str(p2.kernel_v4.ip), "dev", p2.tun,
+                  "signal")
+        box: dict = {}
+        size = 40_000_000
+        t = _kernel_server(topo, std.AF_INET, mptcp, 5411, size, box)
+        with stack.Host.tun(*topo.stack_specs(), netns=topo.ns) as host:
+            c = multipath_socket(host)
+            c.settimeout(30)
+            c.connect((str(p1.kernel_v4.ip), 5411))
+            assert c.getsockopt(std.IPPROTO_TCP, c_opts.TCP_MULTIPATH_ENABLE) == 1
+            assert c.multipath_connid() == c.connection.token
+            got = _read(c, 4_000_000)
+            assert wait(lambda: any(r[0] == str(p2.kernel_v4.ip)
+                                    for _, r in c.multipath_subflows()), 10)
+            got += _read(c, 2_000_000)
+            joins = [sf["id"] for sf in c.multipath_info()["subflows"]
+                     if sf["id"] != 1 and sf["state"] == "established"]
+            for sid in joins:
+                c.multipath_set_backup(sid, True)
+            got += _read(c, 3_000_000)  # MP_PRIO on its way, in-flight data drains
+            before = {sf["id"]: sf["bytes_received"] for sf in c.multipath_info()["subflows"]}
+            got += _read(c, 8_000_000)
+            after = {sf["id"]: sf["bytes_received"] for sf in c.multipath_info()["subflows"]}
+            on_backup = sum(after[i] - before.get(i, 0) for i in joins)
+            assert on_backup < 0.05 * 8_000_000, (before, after)
+            c.multipath_remove([str(p2.stack_v4.ip)])
+            assert wait(lambda: all(loc[0] != str(p2.stack_v4.ip)
+                                    for loc, _ in c.multipath_subflows()), 10)
+            got += _read(c, size)
+            assert got == size
+            c.close()
+            t.join(30)
+        assert "error" not in box, box
+        mib = {k: v for k, v in topo.nstat().items() if k.startswith("MPTcp") and v}
+        assert mib.get("MPTcpExtRmAddr", 0) >= 1, mib
+
+
+@pytest.mark.root
+@pytest.mark.interop
+def test_kernel_plain_tcp_server_gives_fallback() -> None:
+    """L10 / B2 against Linux: ENABLE=1 to a plain TCP kernel server: the
+    connection falls back and works, ENABLE reads 0, a fallback event."""
+    import stack
+    from stack.api.multipath import multipath_socket
+
+    Topology = _kernel_topology()
+    with Topology(1) as topo:
+        box: dict = {}
+        t = _kernel_server(topo, std.AF_INET, 0, 5412, 1_000_000, box)
+        with stack.Host.tun(*topo.stack_specs(), netns=topo.ns) as host:
+            c = multipath_socket(host)
+            c.settimeout(30)
+            c.setsockopt(std.IPPROTO_TCP, c_opts.TCP_MULTIPATH_ENABLE, 1)
+            c.connect((str(topo.path.kernel_v4.ip), 5412))
+            assert _read(c, 1_000_000) == 1_000_000
+            assert c.getsockopt(std.IPPROTO_TCP, c_opts.TCP_MULTIPATH_ENABLE) == 0
+            assert any(e.kind == "fallback" for e in c.multipath_events())
+            c.close()
+            t.join(30)
+        assert "error" not in box, box

@@ -300,3 +300,20 @@ def test_B12_an_unaware_program_works_unchanged() -> None:
         c.close()
         assert s.recv(10) == b""
         assert hasattr(s.connection, "subflows")
+
+
+def test_B4_listener_add_restricts_accepted_connections() -> None:
+    """B4 on a listener: ADD(10.1.0.2) before listen: the accepted
+    connection announces no other address (withdrawn with REMOVE_ADDR if
+    the handshake already did) and keeps no subflow on another local address."""
+    with hosts(2) as (a, b):
+        wire = Wire(b)
+        ls = server(b, 7114, setup=lambda s: s.multipath_add(["10.1.0.2"]))
+        c, s = connect(a, ls, "10.1.0.2", 7114)
+        pump(c, s, 1_000_000)
+        assert wait(lambda: subflow_locals(s) == {"10.1.0.2"} and len(s.multipath_subflows()) >= 2)
+        pump(c, s, 500_000, seed=5)
+        assert subflow_locals(s) == {"10.1.0.2"}
+        announced = {str(o.address) for _, o in wire.options(AddAddr, "B") if not o.echo}
+        withdrawn = {i for _, o in wire.options(RemoveAddr, "B") for i in o.addr_ids}
+        assert not announced or withdrawn, (announced, withdrawn)

@@ -321,17 +321,28 @@ class MultipathControl:
 
     # ----------------------------------------------------------- addresses
     def _restrict_announcements(self) -> None:
-        """A connection accepted before the application restricted its
-        addresses: never announce the others, withdraw one being announced."""
-        pm = self.mp.pm
+        """A connection accepted before the application's restriction applied
+        (a listener's TCP_MULTIPATH_ADD/REMOVE): announce none of the other
+        addresses, withdraw those announced (REMOVE_ADDR) and close the
+        subflows that use them."""
+        mp = self.mp
+        pm = mp.pm
         st = self.settings
         if pm is None or (st.allowed is None and not st.removed):
             return
         pm._to_announce = [e for e in pm._to_announce if st.local_allowed(e.address)]
-        cur = pm._announcing
-        if cur is not None and not st.local_allowed(cur.endpoint.address):
+        pending = {e.addr_id for e in pm._to_announce}
+        if pm._announcing is not None and not st.local_allowed(pm._announcing.endpoint.address):
             pm._announcing = None
-            self.mp._queue([SendRemoveAddr((cur.endpoint.addr_id,))], None)
+        gone = tuple(i for a, i in pm._local_ids.items()
+                     if i != 0 and i not in pending and not st.local_allowed(a))
+        if gone:
+            mp._queue([SendRemoveAddr(gone)], None)
+        for sf in mp.subflows:
+            if sf.alive and sf.conn is not None and not st.local_allowed(sf.conn.local[0]):
+                sf.close_reason = "address_not_allowed"
+                mp._close_subflow(sf, mp.now, "address_not_allowed")
+        self.core.wake(mp, mp.now)
 
     def add_addresses(self, addrs: list[tuple[IpAddr, int]], now: float) -> None:
         """B5: during a connection, allow these local addresses, announce
@@ -345,7 +356,7 @@ class MultipathControl:
         pm = mp.pm
         if pm is None or mp.fallen_back:
             return
-        for a, port in addrs:
+        for a, _port in addrs:
             if a != mp.local[0]:
                 # no port: ours are not listening ports (RFC 8684 §3.4.1)
                 mp._queue([SendAddAddr(Endpoint(pm.local_id(a), a))], None)

@@ -310,6 +310,13 @@ class MultipathSocketMixin:
             sock._conn = conn  # installs the control with the listener's settings
         return sock, addr
 
+    def _real_close(self) -> None:
+        super()._real_close()  # type: ignore[misc]
+        ready = self.__dict__.pop("_mp_ready", None)
+        if ready is not None:
+            ready.close()
+        self.__dict__["_mp_callbacks"] = []
+
     def send(self, data: Any, flags: int = 0) -> int:
         self._mp_check_flags(flags)
         return super().send(data)  # type: ignore[misc]
@@ -680,9 +687,12 @@ class MultipathSocketMixin:
                 q = self._mp_queue()
                 if q:
                     ev = q.popleft()
-                    if not q:
-                        self.__dict__["_mp_ready"].set(False)
+                    ready = self.__dict__.get("_mp_ready")
+                    if not q and ready is not None:
+                        ready.set(False)
                     return ev
+                if self._closed:
+                    raise OSError(errno.EBADF, "socket closed")
             fut: asyncio.Future[None] = loop.create_future()
 
             def _ready(f: asyncio.Future[None] = fut) -> None:

@@ -26,6 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from stack.mptcp.app import AppApi
 from stack.mptcp.coupled import COUPLED_ALGORITHMS, CoupledGroup
 from stack.mptcp.datarecv import DataReceiver, RxResult, SubflowReceiver
 from stack.mptcp.datasend import DataSender
@@ -81,7 +82,6 @@ class MptcpConfig:
     stale_loss_cnt: int = 4  # net.mptcp.stale_loss_cnt
     syn_retrans_before_tcp_fallback: int = 2
     deny_join_id0: bool = False  # C flag
-    backup: bool = False  # our initial subflow's... joins use PmLimits/endpoint backup
 
 
 class MptcpHostOps(Protocol):
@@ -96,7 +96,7 @@ class MptcpHostOps(Protocol):
     def select_source(self, dst: Any) -> Any: ...
 
 
-class MptcpConnection:
+class MptcpConnection(AppApi):
     """One MPTCP connection (client or server side)."""
 
     def __init__(self, host: MptcpHostOps, km: KeyMaterial, rng: RandomSource, *,
@@ -427,6 +427,7 @@ class MptcpConnection:
         if sf.closing or not sf.alive:
             return
         sf.closing = True
+        sf.ended_at = sf.ended_at if sf.ended_at is not None else now
         sf.close_reason = sf.close_reason or why
         if not self.ds.all_acked:
             self.ds.reinject(sf.tx)
@@ -609,6 +610,8 @@ class MptcpConnection:
     def _subflow_closed(self, sf: Subflow, now: float) -> None:
         c = sf.conn
         sf.closed_at = now
+        if sf.ended_at is None:
+            sf.ended_at = now
         if sf.close_reason is None:
             if sf.peer_reset_reason is not None:
                 sf.close_reason = f"reset by peer (MP_TCPRST {sf.peer_reset_reason})"
@@ -652,144 +655,6 @@ class MptcpConnection:
             rto = max((sf.conn.rtt.rto for sf in self.alive), default=1.0)
             self.pm.set_rto(rto)
             self._queue(self.pm.on_timer(now), None)
-
-    # ============================================================ application
-    def send(self, data: bytes | bytearray | memoryview, now: float) -> int:
-        if self.error is not None:
-            raise OSError(self.error, errno.errorcode.get(self.error, "error"))
-        if self.ds.fin_dsn is not None or self.closed:
-            raise OSError(errno.EPIPE, "connection is closing for sending")
-        return self.ds.write(data)
-
-    def recv(self, max_bytes: int) -> bytes:
-        if self.dr is None:
-            return b""
-        before = self.dr.window()
-        data = self.dr.read(max_bytes)
-        if data:
-            self._after_read(before)
-        return data
-
-    def recv_into(self, buf: bytearray | memoryview) -> int:
-        data = self.recv(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-    def _after_read(self, before: int) -> None:
-        """A window update when the window at least doubled (as TCP)."""
-        assert self.dr is not None
-        after = self.dr.window()
-        if after >= 2 * before and after - before >= 65536 // 2:
-            for sf in self.alive:
-                if sf.established:
-                    sf.conn.request_ack()
-                    break
-
-    def shutdown_write(self, now: float) -> None:
-        self.ds.shutdown()
-
-    def close(self, now: float) -> None:
-        """Close: unread data makes it MP_FASTCLOSE (reference §2.4), else
-        DATA_FIN after the queued data."""
-        if self.dr is not None and self.dr.readable:
-            self.abort(now)
-            return
-        self._app_closed = True
-        self.ds.shutdown()
-        if not self.established:
-            for sf in self.alive:
-                sf.conn.close(now)
-
-    def abort(self, now: float) -> None:
-        """MP_FASTCLOSE on a RST on every subflow (§3.5)."""
-        opts: tuple[bytes, ...] = ()
-        if not self.fallen_back and self.peer is not None:
-            opts = (MpFastclose(self.peer.key).emit(), MpTcpRst(0, 0).emit())
-        for sf in self.alive:
-            sf.close_reason = sf.close_reason or "fastclose"
-            sf.conn.abort(now, opts)
-        self._app_closed = True
-        self.closed = True
-
-    # ------------------------------------------------------------------ state
-    @property
-    def state(self) -> TcpState:
-        if self.closed and not self.alive:
-            return TcpState.CLOSED
-        if self.error is not None:
-            return TcpState.CLOSED
-        if not self.established:
-            return TcpState.SYN_RECEIVED if self.server else TcpState.SYN_SENT
-        if self.fallen_back:
-            live = self.alive
-            return live[0].conn.state if live else TcpState.CLOSED
-        assert self.dr is not None
-        ours, theirs = self.ds.fin_dsn is not None, self.dr.fin_received
-        if not ours:
-            return TcpState.CLOSE_WAIT if theirs else TcpState.ESTABLISHED
-        if not theirs:
-            return TcpState.FIN_WAIT_2 if self.ds.fin_acked else TcpState.FIN_WAIT_1
-        if not self.ds.fin_acked:
-            return TcpState.LAST_ACK
-        return TcpState.TIME_WAIT if self.alive else TcpState.CLOSED
-
-    @property
-    def readable(self) -> int:
-        return self.dr.readable if self.dr is not None else 0
-
-    @property
-    def eof_received(self) -> bool:
-        return self.dr is not None and self.dr.fin_received
-
-    @property
-    def send_space(self) -> int:
-        if self.ds.fin_dsn is not None or self.closed or self.error is not None:
-            return 0
-        return self.ds.send_space
-
-    @property
-    def all_acked(self) -> bool:
-        if self.fallen_back:
-            # the TCP ACK is the DATA_ACK: all handed to the subflow and acked
-            return self.ds.pending == 0 and all(
-                sf.conn.all_acked for sf in self.subflows if sf.alive) and self.error is None
-        return self.ds.all_acked
-
-    @property
-    def fin_acked(self) -> bool:
-        if self.fallen_back:
-            return any(sf.conn.fin_acked for sf in self.subflows)
-        return self.ds.fin_acked
-
-    @property
-    def local(self) -> Any:
-        return self.subflows[0].conn.local if self.subflows else None
-
-    @property
-    def remote(self) -> Any:
-        return self.subflows[0].conn.remote if self.subflows else None
-
-    @property
-    def token(self) -> int:
-        return self.km.token
-
-    def mptcp_info(self) -> dict[str, Any]:
-        """What ``mpstack nc --stats`` reports (issue 4): token, fallback,
-        and every subflow that ever existed."""
-        return {
-            "mptcp": not self.fallen_back,
-            "fallback": self.fallen_back,
-            "fallback_reason": self.fallback_reason,
-            "token": f"{self.km.token:08x}",
-            "remote_token": f"{self.peer.token:08x}" if self.peer else None,
-            "checksum": self.csum,
-            "subflows": [sf.record() for sf in self.subflows if sf.established or sf.join],
-            "bytes_acked": self.ds.bytes_acked,
-            "bytes_received": self.dr.bytes_received if self.dr else 0,
-            "reinjected": self.ds.bytes_reinjected,
-            "dup_bytes": self.dr.dup_bytes if self.dr else 0,
-            "stats": dict(self.stats),
-        }
 
     def __repr__(self) -> str:
         return (f"MptcpConnection(token={self.km.token:08x} {self.state.value} "

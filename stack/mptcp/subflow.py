@@ -77,7 +77,8 @@ class Subflow:
     conn: Any = None  # TcpConnection, set by the host when created
     established: bool = False  # may carry data (join: after the fourth ACK)
     stale: StaleTracker = field(default_factory=StaleTracker)
-    closed_at: float | None = None
+    closed_at: float | None = None  # its TCP connection reached CLOSED
+    ended_at: float | None = None  # it stopped carrying data: FIN/RST sent or received
     close_reason: str | None = None
     reset_reason: int | None = None  # MP_TCPRST we must send (RST pending)
     peer_reset_reason: int | None = None  # MP_TCPRST the peer sent
@@ -306,7 +307,7 @@ class Subflow:
             "established": self.established,
             "bytes_sent": st.bytes_sent if st else 0,
             "bytes_received": st.bytes_received if st else 0,
-            "opened_at": self.opened_at, "closed_at": self.closed_at,
+            "opened_at": self.opened_at, "closed_at": self.ended_at,
             "close_reason": self.close_reason, "stale": self.stale.stale,
             "peer_reset_reason": self.peer_reset_reason,
         }

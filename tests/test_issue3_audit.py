@@ -17,12 +17,6 @@ from stack.tcp.segment import ACK, FIN, SYN, TcpSegment
 from stack.tcp.state import TcpState
 
 
-@pytest.mark.xfail(strict=True, reason="stack/tcp/receive.py: a duplicate segment lying "
-                   "wholly below RCV.NXT is rejected before the TS.Recent update (RFC 7323 "
-                   "§4.3 R2 before R3), so the duplicate ACK echoes an old TSval; Linux "
-                   "(tcp_sequence() against rcv_wup, then tcp_replace_ts_recent) echoes the "
-                   "retransmission's TSval. The peer's RTT sample then spans the whole RTO "
-                   "(seen: 56 s samples and 100 s RTOs in a 10 % loss simulation)")
 def test_duplicate_of_last_acked_segment_echoes_its_tsval() -> None:
     conn = established(cfg(timestamps=True), ts=(100, 0))
     feed(conn, 0.1, seq=IRS + 1, ack=ISS + 1, ts=(110, 1), payload=b"a" * 1000)
@@ -33,10 +27,6 @@ def test_duplicate_of_last_acked_segment_echoes_its_tsval() -> None:
     assert [(s.ack, s.ts[1]) for s in dup] == [(IRS + 1001, 300)]
 
 
-@pytest.mark.xfail(strict=True, reason="stack/host/core.py LISTEN: a SYN+FIN is answered "
-                   "with a SYN/ACK and creates an embryonic connection; Linux drops it "
-                   "(tcp_rcv_state_process: `if (th->fin) goto discard`), a classic scan/junk "
-                   "packet that should create no state")
 def test_syn_fin_to_listener_is_dropped_without_state() -> None:
     host = make_host()
     host.listen("10.0.0.2", 80, 4)

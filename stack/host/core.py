@@ -419,7 +419,9 @@ class HostCore:
             self.stats["listen_ack_rst"] += 1
             self._reset(seg, dst, src)
             return
-        if not flags & SYN:
+        if not flags & SYN or flags & FIN:
+            # A SYN+FIN is scan junk: no state, no answer (as Linux, which
+            # discards it in tcp_rcv_state_process before creating a request).
             self.stats["listen_junk"] += 1
             return
         if listener.full:

@@ -40,7 +40,7 @@ from stack.mptcp.pm import OpenSubflow
 from stack.mptcp.subflow import Subflow
 from stack.tcp.config import TcpConfig
 from stack.tcp.connection import TcpConnection
-from stack.tcp.segment import ACK, RST, SYN, TcpSegment
+from stack.tcp.segment import ACK, FIN, RST, SYN, TcpSegment
 from stack.wire.mptcp import MpTcpRst
 
 from .core import HostCore
@@ -239,7 +239,7 @@ class MptcpHostCore(HostCore):
     # ------------------------------------------------------- passive opens
     def _no_connection(self, seg: TcpSegment, dst: bytes, src: bytes, now: float) -> None:
         flags = seg.flags
-        if not (flags & SYN) or flags & (ACK | RST) or not seg.mptcp:
+        if not (flags & SYN) or flags & (ACK | RST | FIN) or not seg.mptcp:
             super()._no_connection(seg, dst, src, now)
             return
         join = JoinResponder.syn_join(seg.mptcp)

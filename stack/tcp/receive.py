@@ -74,6 +74,13 @@ class ReceiveMixin:
         if not self._acceptable(seg):
             self._stats.out_of_window += 1
             if not flags & RST:
+                # A retransmission that ends at or past the last ACK we sent (that
+                # ACK was lost) refreshes TS.Recent (RFC 7323 §4.3 R3), as Linux's
+                # tcp_sequence() accepts end_seq >= rcv_wup: the duplicate ACK then
+                # echoes its TSval and the peer's RTT sample is not inflated by its
+                # whole retransmission timeout.
+                if seg.seg_len and seq_ge(seq_add(seg.seq, seg.seg_len), self.last_ack_sent):
+                    self._update_ts_recent(seg, now)
                 self._ack_now = True
                 if state is S.TIME_WAIT and flags & FIN:
                     self._t_close = now + self.config.time_wait  # re-ACK, restart 2MSL

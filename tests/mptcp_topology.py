@@ -218,3 +218,42 @@ class Middlebox(Link):
 def tcp_flags(pkt: bytes) -> int:
     ihl = (pkt[0] & 0x0F) * 4 if pkt[0] >> 4 == 4 else 40
     return pkt[ihl + 13]
+
+
+TSHARK_OPTS = ["-o", "mptcp.analyze_mptcp:TRUE", "-o", "mptcp.analyze_mappings:TRUE",
+               "-o", "tcp.analyze_sequence_numbers:TRUE"]
+EXPERT_ERROR = 0x800000  # _ws.expert.severity of PI_ERROR (PI_WARN is 0x600000)
+
+
+def tshark_problems(pcap: Any) -> tuple[str, int, set[str]]:
+    """Decode ``pcap`` once with tshark's MPTCP analysis and mapping analysis
+    on: the packets that are malformed or carry error-level expert info (one
+    line each, empty when clean), the number of MPTCP packets, and the set of
+    ``mptcp.stream`` numbers (one per MPTCP connection tshark recognised).
+    Raises ``FileNotFoundError`` when tshark is missing."""
+    import shutil
+    import subprocess
+
+    if shutil.which("tshark") is None:
+        raise FileNotFoundError("tshark")
+    out = subprocess.run(["tshark", "-n", "-r", str(pcap), *TSHARK_OPTS, "-Y",
+                          "mptcp or _ws.malformed or _ws.expert", "-T", "fields",
+                          "-E", "occurrence=a", "-E", "aggregator=,",
+                          "-e", "frame.number", "-e", "mptcp.stream",
+                          "-e", "_ws.expert.severity", "-e", "_ws.malformed",
+                          "-e", "_ws.expert.message"],
+                         capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        return f"tshark failed: {out.stderr[:500]}", 0, set()
+    bad: list[str] = []
+    streams: set[str] = set()
+    n = 0
+    for line in out.stdout.splitlines():
+        cols = (line.split("\t") + [""] * 5)[:5]
+        frame, stream, sev, malformed, msg = cols
+        if stream:
+            n += 1
+            streams.update(stream.split(","))
+        if malformed or any(int(v) >= EXPERT_ERROR for v in sev.split(",") if v.isdigit()):
+            bad.append(f"frame {frame}: {msg or 'malformed'}")
+    return "\n".join(bad), n, streams

@@ -569,3 +569,63 @@ def test_reset_options_and_fastclose_check():
         rst_options(decide(Situation.SYNACK_WITHOUT_MPC))
     assert fastclose_valid(MpFastclose(0x1234), 0x1234)
     assert not fastclose_valid(MpFastclose(0x1235), 0x1234)
+
+
+# -- the fast-path translation table (fastpath.dssmap) ---------------------------
+
+
+def test_validated_mapping_lives_in_the_dss_map_from_the_consumed_byte():
+    """The mapping in use sits in the compiled SSN->DSN table from the first
+    unconsumed byte to its end; consumed bytes are discarded from it."""
+    sf, dr = SubflowReceiver(), DataReceiver(IDSN + 1)
+    m = dss(IDSN + 1, 1, 3000)
+    res = feed(sf, dr, 1, data(1000), m)
+    assert res.chunks == [(IDSN + 1, data(1000))]
+    assert sf.dssmap.entries() == [(1001, IDSN + 1001, 2000)]
+    res = feed(sf, dr, 1001, data(2000, 1), m)
+    assert res.chunks == [(IDSN + 1001, data(2000, 1))]
+    assert len(sf.dssmap) == 0
+    # the next mapping starts where the subflow stands
+    res = feed(sf, dr, 3001, data(500, 2), dss(IDSN + 3001, 3001, 1000))
+    assert sf.dssmap.entries() == [(3501, IDSN + 3501, 500)]
+    sf.fall_back()
+    assert len(sf.dssmap) == 0
+
+
+def test_dss_map_translation_across_both_wraps():
+    """A mapping straddling the 32-bit SSN wrap and the 64-bit DSN wrap."""
+    sf, dr = SubflowReceiver(), DataReceiver(MASK64 - 9)
+    sf.pos = (1 << 32) - 5
+    m = dss(MASK64 - 9, (1 << 32) - 5, 20)
+    assert feed(sf, dr, (1 << 32) - 5, b"a" * 8, m).chunks == [(MASK64 - 9, b"a" * 8)]
+    assert sf.dssmap.entries() == [(3, MASK64 - 1, 12)]
+    res = feed(sf, dr, 3, b"b" * 12, m)
+    assert res.chunks == [(MASK64 - 1, b"b" * 12)]
+    assert dr.read() == b"a" * 8 + b"b" * 12 and dr.rcv_nxt == 10
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 300), st.none() | dss_strategy), max_size=12),
+       st.booleans(), st.integers(0, 2**32 - 1))
+def test_compiled_and_reference_dss_maps_translate_alike(segs, csum, start):
+    """The same segments through a receiver on the compiled table and one on
+    the plain-Python twin: the same chunks, errors, positions and table."""
+    from fastpath import reference as ref
+
+    a = SubflowReceiver(csum=csum)
+    assert type(a.dssmap).__module__ == "fastpath.dssmap"  # the compiled one
+    b = SubflowReceiver(csum=csum)
+    b.dssmap = ref.DssMap(4)
+    for sf in (a, b):
+        sf.pos = start
+    rcv_nxt, pos = IDSN + 1, start
+    for n, opt in segs:
+        outs = []
+        for sf in (a, b):
+            sf.note(pos & MASK32, n, opt)
+            outs.append(sf.consume(b"q" * n, rcv_nxt))
+        ra, rb = outs
+        assert (ra.chunks, ra.error, ra.error_dsn, ra.data_fins) == \
+            (rb.chunks, rb.error, rb.error_dsn, rb.data_fins)
+        assert a.pos == b.pos and a.dssmap.entries() == b.dssmap.entries()
+        pos += n

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from stack.mptcp.dsn import MASK32, MASK64
 from stack.mptcp.mapping import Mapping, RxMappingTable, TxMappingTable
 from stack.wire.mptcp import Dss, MpCapable, parse_mptcp
 
@@ -97,3 +100,54 @@ def test_rx_table_keeps_the_first_copy_and_is_bounded():
     assert t.covering(1).mapping is m1
     assert t.note(51, 101, m1)
     assert not t.note(101, 151, m1) and len(t) == 2
+
+
+# -- the send table's ranges live in the fast-path DssMap ----------------------
+
+
+def test_tx_table_room_and_dsn_come_from_the_dss_map_across_the_wrap():
+    t = TxMappingTable()
+    base = (1 << 32) - 100  # unwrapped positions straddling 2**32
+    t.add(Mapping(MASK64 - 49, base, 150))
+    t.add(Mapping(7, base + 150, 60))
+    assert type(t._dss).__module__ == "fastpath.dssmap"
+    assert t.room(base) == 150 and t.room(base + 100) == 50 and t.room(base + 150) == 60
+    assert t.dsn_of(base + 49) == MASK64 and t.dsn_of(base + 50) == 0
+    assert t.dsn_of(base + 209) == 66 and t.dsn_of(base + 210) is None
+    assert t.room(base + 210) == 0 and t.room(base - 1) == 0
+    # the same low 32 bits one wrap later are not this table's bytes
+    assert t.room(base + (1 << 32)) == 0 and t.dsn_of(base + (1 << 32)) is None
+    assert t.release(base + 150) == 1
+    assert t._dss.entries() == [((base + 150) & MASK32, 7, 60)]
+    assert t.room(base + 149) == 0 and t.room(base + 151) == 59
+    assert t.release(base + 210) == 1 and len(t._dss) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**33), st.lists(st.tuples(st.integers(0, 3000), st.integers(0, MASK64),
+                                                 st.integers(0, 4000)), max_size=30),
+       st.lists(st.integers(-50, 70_000), max_size=40))
+def test_tx_table_agrees_with_its_records_and_the_reference_map(start, maps, probes):
+    """room/dsn_of through the compiled DssMap equal what the Mapping records
+    say, and a table on the plain-Python twin answers the same."""
+    from fastpath import reference as ref
+
+    a, b = TxMappingTable(), TxMappingTable()
+    b._dss = ref.DssMap(1 << 22)
+    pos, recs = start, []
+    for length, dsn, una_step in maps:
+        m = Mapping(dsn, pos, length)
+        a.add(m)
+        b.add(m)
+        recs.append(m)
+        pos += length
+        una = recs[0].ssn + una_step
+        assert a.release(una) == b.release(una)
+        recs = [r for r in recs if r.end_ssn > una]
+        for off in probes:
+            p = start + off
+            want = next((r for r in recs if r.contains_ssn(p)), None)
+            room = want.end_ssn - p if want else 0
+            dsn_at = (want.dsn + p - want.ssn) & MASK64 if want else None
+            assert a.room(p) == b.room(p) == room
+            assert a.dsn_of(p) == b.dsn_of(p) == dsn_at

@@ -41,10 +41,13 @@ def topo():
 
 
 def start_nc(topo: Topology, tmp: Path, args: list[str], stdin: bytes, *,
-             in_netns: bool = True) -> tuple[subprocess.Popen[bytes], Path, Path]:
+             in_netns: bool = True, mptcp: bool = False) -> tuple[subprocess.Popen[bytes], Path,
+                                                                  Path]:
+    """nc with plain TCP (`--no-mptcp`) unless `mptcp` (then nc's default)."""
     (tmp / "in").write_bytes(stdin)
     out, stats = tmp / "out", tmp / "stats.json"
-    argv = [*NC, "--iface", topo.path.spec(v6=True), "--no-mptcp", "--stats", str(stats), *args]
+    argv = [*NC, "--iface", topo.path.spec(v6=True), *([] if mptcp else ["--no-mptcp"]),
+            "--stats", str(stats), *args]
     if in_netns:
         argv = ["ip", "netns", "exec", topo.ns, *argv]
     else:
@@ -101,6 +104,36 @@ def check_stats(path: Path, *, sent: int, received: int, local: str, remote: str
     assert stats["mptcp"] is False
     assert stats["exit_status"] == 0 and stats["error"] is None
     return stats
+
+
+def test_default_is_mptcp_falling_back_to_tcp(topo: Topology, tmp_path: Path) -> None:
+    """Without --no-mptcp nc offers MPTCP; a plain TCP kernel server answers
+    without MP_CAPABLE, so the connection falls back and says why."""
+    with topo.enter():
+        srv = socket.create_server((K4, 7001))
+    srv.settimeout(20)
+    to_kernel, to_nc = os.urandom(500_000), os.urandom(400_000)
+    got: dict[str, bytes] = {}
+
+    def kernel() -> None:
+        conn, _ = srv.accept()
+        t = threading.Thread(target=lambda: got.setdefault("k", drain(conn)))
+        t.start()
+        conn.sendall(to_nc)
+        conn.shutdown(socket.SHUT_WR)
+        t.join(20)
+        conn.close()
+
+    t = threading.Thread(target=kernel)
+    t.start()
+    proc, out, stats = start_nc(topo, tmp_path, [K4, "7001"], to_kernel, mptcp=True)
+    code, err = finish(proc)
+    t.join(20)
+    assert code == 0, err
+    assert got["k"] == to_kernel and out.read_bytes() == to_nc
+    s = check_stats(stats, sent=len(to_kernel), received=len(to_nc), local=S4, remote=K4)
+    assert s["mptcp_requested"] is True
+    assert s["fallback_reason"] == "synack_without_mpc"
 
 
 def test_connect_mode_both_directions(topo: Topology, tmp_path: Path) -> None:

@@ -12,137 +12,40 @@ caller passes `now` and calls `poll(now)` after every event of the
 connection (the facade does it in `Socket._refresh`; virtual-time tests in
 their `on_step`), which returns the new `MultipathEvent`s.
 
-Local fallback (until stack/mptcp offers these hooks; see docs/api.md
-"Implementation notes"): the control puts a `_HostView` in front of the
-connection's host (`mp.host`), so address restrictions apply to the path
-manager's joins and source choices, opens joins itself (to honour a local
-port, §5.3.3), swaps the connection's scheduler object, and gives the
-connection's `DataSender` the `RedundantSender` class while `redundant` is
-selected.
+It uses the connection's control calls (`set_scheduler`, `set_backup`,
+`close_subflow`, `queue_actions`) and the host's `open_subflow(...,
+local_ports=)`. One local fallback remains until the path manager takes an
+address filter: the control puts a `_HostView` in front of the connection's
+host (`mp.host`), so that address restrictions (bind, TCP_MULTIPATH_ADD /
+REMOVE) apply to the path manager's joins and source choices.
 """
 
 from __future__ import annotations
 
 import errno
 import ipaddress
-from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import Any
 
-from stack.host.core import HostCore as _TcpHost
-from stack.mptcp.datasend import DataSender
-from stack.mptcp.dsn import dsn_add, dsn_diff, dsn_le, dsn_lt
 from stack.mptcp.pm import Endpoint, OpenSubflow, SendAddAddr, SendRemoveAddr
-from stack.mptcp.scheduler import SubflowState, candidates, make_scheduler
+from stack.mptcp.scheduler import make_scheduler
 from stack.tcp.state import TcpState
-from stack.wire.mptcp import MpPrio
 
-__all__ = ["MultipathSettings", "MultipathControl", "MultipathEvent", "RedundantSender",
-           "HotStandby", "LowestRtt", "SCHEDULER_NAMES", "PROFILES", "apply_hints",
-           "make_sched"]
+__all__ = ["MultipathSettings", "MultipathControl", "MultipathEvent", "SCHEDULER_NAMES",
+           "PROFILES", "apply_hints", "make_sched"]
 
 IpAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 # ------------------------------------------------------------------ schedulers
-class HotStandby:
-    """`backup` (A11 hot standby): all data on the primary subflow (the oldest
-    usable non-backup one); the others stay open, idle, and take over when it
-    fails (stale or closed)."""
-
-    name: ClassVar[str] = "backup"
-
-    def select(self, subflows: Sequence[SubflowState]) -> list[SubflowState]:
-        cands = candidates(subflows)
-        if not cands:
-            return []
-        primary = min(cands, key=lambda s: s.id)
-        return [primary] if primary.space > 0 else []
-
-
-class LowestRtt:
-    """`lowrtt` (the `interactive` profile): only the lowest-RTT healthy
-    subflow carries data; when its window is full we wait rather than spill
-    onto a slower path (lower latency and jitter, A8)."""
-
-    name: ClassVar[str] = "lowrtt"
-
-    def select(self, subflows: Sequence[SubflowState]) -> list[SubflowState]:
-        cands = candidates(subflows)
-        if not cands:
-            return []
-        timed = [s for s in cands if s.srtt is not None]
-        best = min(timed, key=lambda s: (s.srtt, s.id)) if timed else min(cands,
-                                                                           key=lambda s: s.id)
-        return [best] if best.space > 0 else []
-
-
 SCHEDULER_NAMES = ("minrtt", "roundrobin", "redundant", "backup", "lowrtt")
 
 
 def make_sched(name: str) -> Any:
-    if name == "backup":
-        return HotStandby()
-    if name == "lowrtt":
-        return LowestRtt()
-    if name in ("minrtt", "default", "roundrobin", "redundant"):
-        return make_scheduler("default" if name == "minrtt" else name)
-    raise OSError(errno.EINVAL, f"unknown scheduler {name!r} (have {SCHEDULER_NAMES})")
-
-
-class RedundantSender(DataSender):
-    """A `DataSender` that gives every subflow a copy of each chunk (A12): a
-    chunk of new data mapped on one subflow is queued for every other
-    subflow, which sends it (same DSNs) when its window allows; the peer's
-    DSN reassembly keeps one copy. Acknowledged copies are skipped."""
-
-    def _dups(self) -> dict[int, deque[list[int]]]:
-        d = self.__dict__.get("_dup")
-        if d is None:
-            d = self.__dict__["_dup"] = {}
-        return d
-
-    def _trim(self, q: deque[list[int]]) -> None:
-        while q and dsn_le(q[0][1], self.snd_una):
-            q.popleft()
-
-    def has_work(self) -> bool:
-        if super().has_work():
-            return True
-        for sid, q in self._dups().items():
-            self._trim(q)
-            if q and sid in self._subflows:
-                return True
-        return False
-
-    def next_mapping(self, sf: Any, max_len: int) -> Any:
-        q = self._dups().setdefault(sf.id, deque())
-        self._trim(q)
-        if q:
-            start, end = q[0]
-            if dsn_lt(start, self.snd_una):
-                start = self.snd_una
-            n = min(max_len, self.max_mapping, dsn_diff(end, start))
-            if n <= 0:
-                return None
-            if n == dsn_diff(end, start):
-                q.popleft()
-            else:
-                q[0] = [dsn_add(start, n), end]
-            return self._map(sf, start, n)
-        got = super().next_mapping(sf, max_len)
-        if got is not None:
-            m = got[0]
-            rng = [m.dsn, dsn_add(m.dsn, m.length)]
-            for sid in self._subflows:
-                if sid != sf.id:
-                    self._dups().setdefault(sid, deque()).append(list(rng))
-        return got
-
-    def remove_subflow(self, sf_id: int) -> None:
-        super().remove_subflow(sf_id)
-        self._dups().pop(sf_id, None)
+    """The scheduler object for an API name (EINVAL for an unknown one)."""
+    if name not in SCHEDULER_NAMES:
+        raise OSError(errno.EINVAL, f"unknown scheduler {name!r} (have {SCHEDULER_NAMES})")
+    return make_scheduler(name)
 
 
 # ------------------------------------------------------------------- settings
@@ -289,28 +192,18 @@ class MultipathControl:
     # ----------------------------------------------------------- scheduling
     def set_scheduler(self, name: str) -> None:
         """A11: switch the scheduler now (mid-connection is fine: the next
-        chunk is placed by the new one)."""
-        sched = make_sched(name)
-        mp = self.mp
-        mp.sched = sched
-        if name == "redundant":
-            mp.ds.__class__ = RedundantSender
-        elif type(mp.ds) is RedundantSender:
-            mp.ds.__dict__.pop("_dup", None)
-            mp.ds.__class__ = DataSender
+        chunk is placed by the new one; "redundant" copies every chunk)."""
+        make_sched(name)
+        self.mp.set_scheduler(name)
         self.sched_name = name
         self.settings.scheduler = name
 
     def set_backup(self, sid: int, backup: bool, now: float) -> None:
-        """A11: mark our end of a subflow backup (or not) and tell the peer
-        with MP_PRIO (RFC 8684 §3.3.8) on a pure ACK of that subflow."""
+        """A11: mark our end of a subflow backup (or not); MP_PRIO tells the peer."""
         sf = self.subflow(sid)
         if not sf.alive or not sf.established:
             raise OSError(errno.ENOTCONN, f"subflow {sid} is not established")
-        sf.backup = backup
-        sf.signals.append(MpPrio(backup, None))
-        sf.conn.request_ack()
-        self.mp.stats["mp_prio_tx"] += 1
+        self.mp.set_backup(sf, backup)
         self.core.wake(self.mp, now)
 
     def subflow(self, sid: int) -> Any:
@@ -337,11 +230,11 @@ class MultipathControl:
         gone = tuple(i for a, i in pm._local_ids.items()
                      if i != 0 and i not in pending and not st.local_allowed(a))
         if gone:
-            mp._queue([SendRemoveAddr(gone)], None)
+            mp.queue_actions([SendRemoveAddr(gone)])
         for sf in mp.subflows:
             if sf.alive and sf.conn is not None and not st.local_allowed(sf.conn.local[0]):
                 sf.close_reason = "address_not_allowed"
-                mp._close_subflow(sf, mp.now, "address_not_allowed")
+                mp.close_subflow(sf, mp.now, "address_not_allowed")
         self.core.wake(mp, mp.now)
 
     def add_addresses(self, addrs: list[tuple[IpAddr, int]], now: float) -> None:
@@ -359,7 +252,7 @@ class MultipathControl:
         for a, _port in addrs:
             if a != mp.local[0]:
                 # no port: ours are not listening ports (RFC 8684 §3.4.1)
-                mp._queue([SendAddAddr(Endpoint(pm.local_id(a), a))], None)
+                mp.queue_actions([SendAddAddr(Endpoint(pm.local_id(a), a))])
         if not mp.server and self.pm_open_allowed():
             r0 = pm.remote_addrs.get(0)
             for a, _ in addrs:
@@ -384,7 +277,7 @@ class MultipathControl:
         if pm is None:
             return
         for a in addrs:
-            mp._queue(pm.remove_local(a), None)
+            mp.queue_actions(pm.remove_local(a))
             if any(sf.alive and sf.conn.local[0] == a for sf in mp.subflows):
                 self._removing[a] = now + grace
         if self._removing and not self._replacement_ready() and not mp.server:
@@ -406,7 +299,7 @@ class MultipathControl:
                 for sf in self.mp.subflows:
                     if sf.alive and sf.conn.local[0] == a:
                         sf.close_reason = "address_removed"
-                        self.mp._close_subflow(sf, now, "address_removed")
+                        self.mp.close_subflow(sf, now, "address_removed")
                         acted = True
                 del self._removing[a]
         return acted
@@ -450,21 +343,8 @@ class MultipathControl:
         if given:
             ports.append(given)
         ports += [mp.local[1], 0]
-        sf = mp.join_subflow(act, mp.pm.local_id(laddr))
-        base = mp.subflows[0].conn.config if mp.subflows[0].conn is not None else None
-        for port in dict.fromkeys(ports):
-            core._next_upper = (mp, sf)
-            try:
-                _TcpHost.connect(core, raddr, act.remote_port, now, local_addr=laddr,
-                                 local_port=port, config=mp.subflow_config(base))
-            except OSError:
-                continue
-            finally:
-                core._next_upper = None
-            mp.stats["joins_opened"] += 1
-            return sf
-        mp.subflows.remove(sf)
-        return None
+        return core.open_subflow(mp, replace(act, local=Endpoint(mp.pm.local_id(laddr), laddr)),
+                                 now, local_ports=tuple(dict.fromkeys(ports)))
 
     def candidate_pairs(self) -> list[tuple[Any, Endpoint]]:
         """Unused (local, remote) paths: each other allowed local address to
@@ -541,7 +421,7 @@ class MultipathControl:
         if not sf.alive:
             raise OSError(errno.ENOTCONN, f"subflow {sid} is already closed")
         sf.close_reason = "closed_by_application"
-        self.mp._close_subflow(sf, now, "closed_by_application")
+        self.mp.close_subflow(sf, now, "closed_by_application")
         self.core.wake(self.mp, now)
 
     def set_count(self, n: int, now: float) -> int:

@@ -12,7 +12,16 @@ goes on after our half-close and sending after the peer's. The exit status is
 arrived; otherwise a one-line error goes to standard error and the status is
 1 (2 for bad arguments).
 
-`--stats FILE` writes a JSON summary at exit; `--pcap FILE` records every
+MPTCP (RFC 8684) is the default: the socket is an `IPPROTO_MPTCP` one, so
+the connection falls back to plain TCP when the peer does not do MPTCP, and
+several `--iface` give the connection several paths (the client opens a
+subflow from each other local address and to each address the peer
+announces; the listener announces its other addresses). `--no-mptcp` makes
+plain TCP sockets.
+
+`--stats FILE` writes a JSON summary at exit (with MPTCP: `mptcp`,
+`fallback_reason`, `token` and every subflow ever established, with its
+bytes and when and why it closed); `--pcap FILE` records every
 packet the stack sends or receives (raw IP link type; TCP super-segments are
 recorded whole, as the stack emits them or the kernel hands them over with
 offloads, and their TCP checksum field then holds only the pseudo-header sum).
@@ -31,6 +40,7 @@ import time
 from typing import Any
 
 SHUT_WR = 1  # socket.SHUT_WR
+_SOCK_STREAM = 1  # socket.SOCK_STREAM
 CHUNK = 256 * 1024
 DEFAULT_IFACE_HINT = "NAME,ADDR/PLEN[,ADDR/PLEN][,gw=GW]"
 
@@ -47,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a TUN interface and the stack's own address(es) on it "
                              "(repeatable; the device is created if it does not exist)")
     parser.add_argument("--no-mptcp", action="store_true",
-                        help="plain TCP (the only mode until MPTCP lands)")
+                        help="plain TCP sockets (default: MPTCP, falling back to TCP "
+                             "when the peer does not do MPTCP)")
     parser.add_argument("--stats", metavar="FILE", help="write a JSON summary at exit")
     parser.add_argument("--pcap", metavar="FILE",
                         help="record every packet sent or received (pcap, raw IP)")
@@ -131,8 +142,12 @@ def _describe(exc: BaseException) -> str:
 class Session:
     """One connection: two copying threads and the final accounting."""
 
-    def __init__(self, sock: Any, stdin_fd: int | None, stdout_fd: int) -> None:
+    def __init__(self, sock: Any, stdin_fd: int | None, stdout_fd: int,
+                 mptcp_wanted: bool = False, host: Any = None) -> None:
         self.sock = sock
+        self.host = host
+        self.mptcp_wanted = mptcp_wanted
+        self.mptcp: dict[str, Any] = {}
         self.stdin_fd = stdin_fd
         self.stdout_fd = stdout_fd
         self.bytes_sent = 0
@@ -204,6 +219,7 @@ class Session:
                 self.errors.append("no FIN from the peer")
         self.ended = time.monotonic()
         self.info = sock.tcp_info()
+        self.mptcp = mptcp_summary(sock, self.mptcp_wanted, self.host)
         sock.close()
         self.finished = True
         return not self.errors
@@ -226,7 +242,50 @@ class Session:
             "errors": list(self.errors),
             "tcp": {k: v for k, v in info.items()
                     if isinstance(v, int | float | str | bool) or v is None},
+            **(self.mptcp or mptcp_summary(self.sock, self.mptcp_wanted, self.host)),
         }
+
+
+_SUBFLOW_KEYS = ("id", "local", "remote", "join", "local_id", "remote_id", "backup",
+                 "bytes_sent", "bytes_received", "stale", "close_reason", "peer_reset_reason")
+
+
+def mptcp_summary(sock: Any, wanted: bool, host: Any) -> dict[str, Any]:
+    """The `--stats` MPTCP fields of one connection (issue 4): `mptcp` (in use
+    after set-up), `fallback_reason`, `token`, `subflows` (every subflow ever
+    established: endpoints, backup, bytes, and when (Unix time) and why it
+    closed), from the connection's `mptcp_info()`."""
+    conn = sock.connection
+    info_of = getattr(conn, "mptcp_info", None)
+    if not wanted and info_of is None:
+        return {"mptcp": False, "fallback_reason": "disabled", "token": None, "subflows": []}
+    if conn is None or info_of is None or host is None:
+        # An MPTCP listener hands over a plain SYN (no MP_CAPABLE) as a plain
+        # TCP connection (RFC 8684 §3.1: the peer does not do MPTCP).
+        reason = "syn_without_mpc" if conn is not None else "no_connection"
+        return {"mptcp": False, "fallback_reason": reason, "token": None, "subflows": []}
+    with host.lock:
+        info = info_of()
+        # host clock (monotonic) -> Unix time for the subflow records
+        offset = time.time() - host.clock()
+    subflows = []
+    for rec in info.get("subflows", ()):
+        if not rec.get("established"):
+            continue  # never established (a refused join): not a subflow
+        sf = {k: rec.get(k) for k in _SUBFLOW_KEYS}
+        sf["backup"] = bool(sf["backup"])
+        for key in ("opened_at", "closed_at"):
+            t = rec.get(key)
+            sf[key] = None if t is None else round(t + offset, 6)
+        subflows.append(sf)
+    return {
+        "mptcp": bool(info.get("mptcp")),
+        "fallback_reason": info.get("fallback_reason"),
+        "token": info.get("token"),
+        "checksum": info.get("checksum"),
+        "reinjected": info.get("reinjected", 0),
+        "subflows": subflows,
+    }
 
 
 def _open_pcap(path: str) -> tuple[Any, Any]:
@@ -243,7 +302,8 @@ def _open_pcap(path: str) -> tuple[Any, Any]:
 def run(args: argparse.Namespace) -> int:
     started = time.time()
     stats: dict[str, Any] = {"mode": "listen" if args.listen else "connect",
-                             "mptcp": False, "started": started}
+                             "mptcp": False, "mptcp_requested": not args.no_mptcp,
+                             "started": started}
     sessions: list[Session] = []
     status = 1
     host = writer = None
@@ -296,17 +356,44 @@ def _keep_status(sessions: list[Session]) -> int:
     return 0 if all(not s.errors for s in sessions) else 1
 
 
+def _proto(host: Any, args: argparse.Namespace) -> int:
+    """IPPROTO_MPTCP unless --no-mptcp (or the core cannot do MPTCP)."""
+    from stack.api.socket import IPPROTO_MPTCP
+
+    if args.no_mptcp or not host.mptcp_capable:
+        return 0
+    return IPPROTO_MPTCP
+
+
+def _socket(host: Any, family: int, proto: int) -> Any:
+    """A stream socket; a plain one (proto 0) also gets TCP_MULTIPATH_ENABLE
+    0, since the host's RFC 6897 policy may otherwise pick MPTCP for it
+    (§5.3.2 B1: 0 means the connection MUST NOT use MPTCP)."""
+    sock = host.socket(family, _SOCK_STREAM, proto)
+    if proto == 0:
+        try:
+            from stack.api.multipath import TCP_MULTIPATH_ENABLE
+        except ImportError:
+            return sock  # no RFC 6897 API: proto 0 is plain TCP
+        try:
+            sock.setsockopt(6, TCP_MULTIPATH_ENABLE, 0)  # IPPROTO_TCP
+        except OSError:
+            pass  # this socket has no multipath option: it is plain TCP
+    return sock
+
+
 def _connect(host: Any, target: str, port: int, args: argparse.Namespace,
              stdin_fd: int | None, stdout_fd: int, sessions: list[Session]) -> int:
     family = _family_of(target)
-    sock = host.socket(family)
+    proto = _proto(host, args)
+    sock = _socket(host, family, proto)
     sock.settimeout(args.connect_timeout)
     try:
         sock.connect((target, port))
     except OSError as exc:
         sock.close()
         raise NcError(f"connect to {target} port {port}: {_describe(exc)}") from None
-    session = Session(sock, stdin_fd, stdout_fd)
+    session = Session(sock, stdin_fd, stdout_fd, mptcp_wanted=proto != 0, host=host)
     sessions.append(session)
     if not session.run(args.linger):
         raise NcError(f"{session.summary()['remote']}: {session.summary()['error']}")
@@ -318,7 +405,8 @@ def _serve(host: Any, target: str | None, port: int, args: argparse.Namespace,
     import socket as std
 
     family = _family_of(target) if target else std.AF_INET6
-    lsock = host.socket(family)
+    proto = _proto(host, args)
+    lsock = _socket(host, family, proto)
     try:
         lsock.bind((target or "", port))
         lsock.listen(1 if not args.keep else 16)
@@ -328,7 +416,7 @@ def _serve(host: Any, target: str | None, port: int, args: argparse.Namespace,
         signal.signal(signal.SIGTERM, _interrupt)
     while True:
         conn, _peer = lsock.accept()
-        session = Session(conn, stdin_fd, stdout_fd)
+        session = Session(conn, stdin_fd, stdout_fd, mptcp_wanted=proto != 0, host=host)
         sessions.append(session)
         ok = session.run(args.linger)
         stdin_fd = None  # stdin belongs to the first connection only
@@ -359,12 +447,15 @@ def _write_stats(path: str, stats: dict[str, Any], sessions: list[Session], stat
     if conns:
         first = conns[0]
         for key in ("local", "remote", "local_address", "local_port", "remote_address",
-                    "remote_port"):
+                    "remote_port", "mptcp", "fallback_reason", "token", "subflows"):
             stats[key] = first[key]
         stats["duration"] = round(sum(c["duration"] for c in conns), 6)
         stats.setdefault("error", first["error"])
     stats.setdefault("error", None)
     stats.setdefault("offload", None)
+    stats.setdefault("fallback_reason", None)
+    stats.setdefault("token", None)
+    stats.setdefault("subflows", [])
     try:
         with open(path, "w") as fh:
             json.dump(stats, fh, indent=2)

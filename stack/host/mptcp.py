@@ -124,9 +124,12 @@ class MptcpHostCore(HostCore):
             out.sort(key=lambda t: (t[1].version != first_for.version, t[0] == home_name))
         return [ip for _, ip in out]
 
-    def open_subflow(self, mp: MptcpConnection, act: OpenSubflow, now: float) -> Subflow | None:
+    def open_subflow(self, mp: MptcpConnection, act: OpenSubflow, now: float, *,
+                     local_ports: tuple[int, ...] = (0,)) -> Subflow | None:
         """Open an MP_JOIN subflow for a path-manager action (source: the
-        action's local endpoint, else what routing picks)."""
+        action's local endpoint, else what routing picks). ``local_ports``:
+        the local ports to try in turn (0 = an ephemeral one; RFC 6897
+        §5.3.3: a port the application gave, or the initial subflow's)."""
         raddr = act.remote.address
         try:
             laddr = act.local.address if act.local is not None else self.select_source(raddr)
@@ -135,18 +138,20 @@ class MptcpHostCore(HostCore):
         if laddr.version != raddr.version or mp.pm is None:
             return None
         sf = mp.join_subflow(act, mp.pm.local_id(laddr))
-        self._next_upper = (mp, sf)
-        try:
-            base = mp.subflows[0].conn.config if mp.subflows else None
-            super().connect(raddr, act.remote_port, now, local_addr=laddr,
-                            config=mp.subflow_config(base))
-        except OSError:
-            mp.subflows.remove(sf)
-            return None
-        finally:
-            self._next_upper = None
-        mp.stats["joins_opened"] += 1
-        return sf
+        base = mp.subflows[0].conn.config if mp.subflows else None
+        for port in local_ports:
+            self._next_upper = (mp, sf)
+            try:
+                super().connect(raddr, act.remote_port, now, local_addr=laddr,
+                                local_port=port, config=mp.subflow_config(base))
+            except OSError:
+                continue
+            finally:
+                self._next_upper = None
+            mp.stats["joins_opened"] += 1
+            return sf
+        mp.subflows.remove(sf)
+        return None
 
     def bind_token(self, mp: MptcpConnection) -> None:
         """The server side is fully established: joins may name it now."""

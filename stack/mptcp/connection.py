@@ -57,7 +57,7 @@ from stack.mptcp.subflow import Subflow
 from stack.tcp.config import TcpConfig
 from stack.tcp.seq import seq_diff
 from stack.tcp.state import TcpState
-from stack.wire.mptcp import AddAddr, MpFastclose, MpTcpRst
+from stack.wire.mptcp import AddAddr, MpFastclose, MpPrio, MpTcpRst
 from stack.wire.mptcp import MpJoin as _MpJoin
 
 __all__ = ["MptcpConfig", "MptcpConnection", "MptcpHostOps", "DSS_OPTION_SPACE"]
@@ -113,6 +113,7 @@ class MptcpConnection(AppApi):
         self.dr: DataReceiver | None = None
         self.pm: PathManager | None = None
         self.sched = make_scheduler(self.cfg.scheduler)
+        self.ds.set_redundant(self.cfg.scheduler == "redundant")
         algo = self.cfg.congestion.lower()
         self.group = CoupledGroup(algo) if algo in COUPLED_ALGORITHMS else None
         self.subflows: list[Subflow] = []
@@ -387,6 +388,31 @@ class MptcpConnection(AppApi):
     def _queue(self, actions: list[PmAction], sf: Subflow | None) -> None:
         self._actions.extend((a, sf) for a in actions)
 
+    # ------------------------------------------- control (RFC 6897 API, A7/A11)
+    def queue_actions(self, actions: list[PmAction]) -> None:
+        """Path-manager actions from outside the PM (the socket API's ADD /
+        REMOVE): carried out at the next ``process``."""
+        self._queue(actions, None)
+
+    def set_scheduler(self, name: str) -> None:
+        """Switch the packet scheduler now (the next chunk follows it);
+        "redundant" also makes the data sender copy each chunk to every
+        subflow. ValueError for an unknown name."""
+        self.sched = make_scheduler(name)
+        self.ds.set_redundant(name == "redundant")
+
+    def set_backup(self, sf: Subflow, backup: bool) -> None:
+        """Mark our end of ``sf`` backup (or not) and tell the peer with
+        MP_PRIO (RFC 8684 §3.3.8), alone on a pure ACK of that subflow."""
+        sf.backup = backup
+        sf.signals.append(MpPrio(backup, None))
+        sf.conn.request_ack()
+        self.stats["mp_prio_tx"] += 1
+
+    def close_subflow(self, sf: Subflow, now: float, why: str) -> None:
+        """Close one subflow (TCP FIN); its unacknowledged data goes on the others."""
+        self._close_subflow(sf, now, why)
+
     def _signal_subflow(self, prefer: Subflow | None) -> Subflow | None:
         if prefer is not None and prefer.alive and prefer.established:
             return prefer
@@ -477,7 +503,15 @@ class MptcpConnection(AppApi):
         self.ds.fin_timer(now)
         again = any(sf.reset_reason is not None and sf.alive
                     and sf.conn.state is not TcpState.CLOSED for sf in self.subflows)
-        return again or bool(self._actions)
+        # one signal (ADD_ADDR, REMOVE_ADDR, MP_PRIO) leaves per pure ACK: ask
+        # for another while a subflow still holds some
+        waiting = False
+        for sf in self.subflows:
+            if sf.signals and sf.alive and sf.established and sf.conn is not None \
+                    and sf.conn.state in _SENDING:
+                sf.conn.request_ack()
+                waiting = True
+        return again or bool(self._actions) or waiting
 
     def _rto_base(self) -> float:
         return max([0.2] + [sf.conn.rtt.rto for sf in self.alive if sf.conn.cc is not None])

@@ -18,6 +18,11 @@ mapping discipline exactly as Linux does (net/mptcp/subflow.c
   whole mapping (§3.3.1); a checksum present without negotiation is invalid;
 * a DLL of 0 is the infinite mapping (§3.7): reported, never delivered.
 
+A mapping that passed these checks goes into the subflow's ``DssMap`` (the
+compiled SSN→DSN table, ``fastpath.dssmap``), from the first unconsumed byte
+to its end; every in-order piece is translated to its DSN through it and
+consumed bytes are discarded from it.
+
 Errors are returned (``RxResult.error``), never raised; what to do about them
 (fall back, MP_FAIL, reset) is ``fallback.decide``'s job.
 
@@ -34,8 +39,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from stack.mptcp.dsn import MASK32, dsn_add, dsn_diff, dsn_gt, dsn_lt, expand, expand32
-from stack.mptcp.mapping import Mapping, RxMappingTable, RxRecord
+from stack.mptcp.dsn import MASK32, MASK64, dsn_add, dsn_diff, dsn_gt, dsn_lt, expand, expand32
+from stack.mptcp.mapping import DssMap, Mapping, RxMappingTable, RxRecord
 from stack.wire.mptcp import Dss
 
 try:  # the compiled fast path, else its plain-Python twin (docs/INTERFACES.md)
@@ -105,6 +110,9 @@ class SubflowReceiver:
         self.dropped_bytes = 0
         self.pos = 1  # next subflow byte to consume
         self.table = RxMappingTable(max_records)
+        # SSN->DSN of the validated mapping in use, from the first unconsumed
+        # byte to its end (the fast-path translation table)
+        self.dssmap = DssMap(4)
         self.cur: Mapping | None = None  # the mapping in use (64-bit DSN)
         self.valid_csum_seen = False
         self.failed: MapError | None = None
@@ -168,6 +176,7 @@ class SubflowReceiver:
             if not self._step(res, rcv_nxt):
                 break
         self.table.discard_before(self.pos)
+        self.dssmap.discard_before(self.pos & MASK32)
         return res
 
     def _fail(self, res: RxResult, err: MapError, dsn: int | None) -> bool:
@@ -220,8 +229,12 @@ class SubflowReceiver:
         del self._pending[:n]
         if self.csum:
             self._csum_buf += piece
-        else:
-            res.chunks.append((dsn_add(cur.dsn, self.pos - cur.ssn), piece))
+        elif n:
+            ranges = self.dssmap.translate(self.pos & MASK32, n)
+            # one validated mapping covers the piece: one DSN range
+            if len(ranges) != 1 or ranges[0][1] != n:  # pragma: no cover - invariant
+                return self._fail(res, MapError.BAD_MAPPING, cur.dsn)
+            res.chunks.append((ranges[0][0], piece))
         self.pos += n
         if self.pos == cur.end_ssn:
             self.cur = None
@@ -249,6 +262,10 @@ class SubflowReceiver:
         self.cur = m
         self.table.remove(rec)
         res.dsn64 = rec.mapping.dsn64
+        # the translation of [pos, end): bytes before pos are consumed already
+        self.dssmap.clear()
+        self.dssmap.add(self.pos & MASK32, dsn_add(m.dsn, self.pos - m.ssn) & MASK64,
+                        m.end_ssn - self.pos)
         return True
 
     # -- after an error ------------------------------------------------
@@ -261,6 +278,7 @@ class SubflowReceiver:
         self.cur = None
         self._csum_buf.clear()
         self.table = RxMappingTable(self.table.max_records)
+        self.dssmap.clear()
 
 
 class DataReceiver:

@@ -104,6 +104,11 @@ class DataSender:
         self.bytes_reinjected = 0
         self.retransmitted = False  # any data-level re-send (no fallback after it)
         self.ignored_acks = 0  # DATA_ACKs beyond snd_nxt (ignored, as the kernel)
+        # Redundant sending (RFC 6897 A12): each chunk of new data mapped on
+        # one subflow is queued for every other one, which sends it (same
+        # DSNs) when its window allows; acknowledged copies are skipped.
+        self.redundant = False
+        self._copies: dict[int, deque[list[int]]] = {}
 
     # -- application ---------------------------------------------------
 
@@ -157,15 +162,54 @@ class DataSender:
 
     def remove_subflow(self, sf_id: int) -> None:
         self._subflows.pop(sf_id, None)
+        self._copies.pop(sf_id, None)
+
+    def set_redundant(self, on: bool) -> None:
+        self.redundant = on
+        if not on:
+            self._copies.clear()
+
+    def _trim_copies(self, q: deque[list[int]]) -> None:
+        while q and dsn_le(q[0][1], self.snd_una):
+            q.popleft()
 
     def has_work(self) -> bool:
-        return bool(self._reinject) or (self.pending > 0 and self.window_room > 0)
+        if bool(self._reinject) or (self.pending > 0 and self.window_room > 0):
+            return True
+        for sid, q in self._copies.items():
+            self._trim_copies(q)
+            if q and sid in self._subflows:
+                return True
+        return False
 
     def next_mapping(self, sf: SubflowSender, max_len: int) -> tuple[Mapping, bytes] | None:
-        """The next chunk for subflow ``sf``: re-injections first, then new data."""
+        """The next chunk for subflow ``sf``: its redundant copies, then
+        re-injections, then new data."""
         max_len = min(max_len, self.max_mapping)
         if max_len <= 0:
             return None
+        q = self._copies.get(sf.id)
+        if q:
+            self._trim_copies(q)
+            if q:
+                start, end = q[0]
+                if dsn_lt(start, self.snd_una):
+                    start = self.snd_una
+                n = min(max_len, dsn_diff(end, start))
+                if n == dsn_diff(end, start):
+                    q.popleft()
+                else:
+                    q[0] = [dsn_add(start, n), end]
+                return self._map(sf, start, n)
+        got = self._next_mapping(sf, max_len)
+        if got is not None and self.redundant:
+            m = got[0]
+            for sid in self._subflows:
+                if sid != sf.id:
+                    self._copies.setdefault(sid, deque()).append([m.dsn, dsn_add(m.dsn, m.dll)])
+        return got
+
+    def _next_mapping(self, sf: SubflowSender, max_len: int) -> tuple[Mapping, bytes] | None:
         while self._reinject:
             start, end = self._reinject[0]
             if dsn_le(end, self.snd_una):

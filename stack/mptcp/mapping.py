@@ -18,8 +18,13 @@ two mappings. ``RxMappingTable`` (one per subflow, receive side) remembers the
 mapping each received segment carried, keyed by that segment's subflow range,
 so mappings of out-of-order segments are found once TCP delivers their bytes
 in order -- the kernel keeps the same information in each skb's extension.
-``fastpath.dssmap.DssMap`` is the compiled SSN→DSN translation table; these
-two keep what the kernel's rules need on top of it: each mapping's identity
+``fastpath.dssmap.DssMap`` (``DssMap`` here: the compiled table, else its
+plain-Python twin ``fastpath.reference.DssMap``) is the SSN→DSN translation
+table of the hot path: ``TxMappingTable`` keeps the ranges it sent in one
+and answers the TCP engine's per-segment ``room`` question from it;
+``SubflowReceiver`` (datarecv) keeps the mapping it validated in one and
+translates every in-order byte range to DSNs through it. The Python records
+keep what the kernel's rules need on top of it: each mapping's identity
 (checksum, DATA_FIN, exact bounds) and the segment that carried it.
 """
 
@@ -32,7 +37,23 @@ from dataclasses import dataclass
 from stack.mptcp.dsn import MASK32, MASK64, dsn_add, expand, expand32
 from stack.wire.mptcp import Dss, MpCapable
 
+try:  # the compiled fast path, else its plain-Python twin (docs/INTERFACES.md)
+    from fastpath.dssmap import (  # type: ignore[import-not-found]
+        DssMap,
+        MappingConflict,
+        MappingTableFull,
+    )
+except ImportError:  # pragma: no cover - depends on the build
+    from fastpath.reference import (  # type: ignore[attr-defined,no-redef]
+        DssMap,
+        MappingConflict,
+        MappingTableFull,
+    )
+
 __all__ = [
+    "DssMap",
+    "MappingConflict",
+    "MappingTableFull",
     "Mapping",
     "RxMappingTable",
     "RxRecord",
@@ -43,6 +64,9 @@ __all__ = [
 DSS_MAX_DLL = 0xFFFF  # the data-level length field is 16 bits (§3.3)
 # No TCP (super-)segment is longer than this (64 KiB GSO plus slack).
 MAX_SEGMENT_SPAN = 1 << 17
+# Mappings a send table may hold: only a cap (the table grows with use); the
+# subflow's send buffer bounds what is outstanding long before it.
+TX_MAX_MAPPINGS = 1 << 22
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +153,16 @@ class Mapping:
 
 
 class TxMappingTable:
-    """Mappings sent on one subflow, in subflow order (send side)."""
+    """Mappings sent on one subflow, in subflow order (send side).
 
-    def __init__(self) -> None:
+    The SSN→DSN ranges live in a ``DssMap`` (the fast path: ``room`` runs
+    for every segment the TCP engine emits); the ``Mapping`` records beside
+    it carry what a DSS option needs (checksum, DATA_FIN)."""
+
+    def __init__(self, max_entries: int = TX_MAX_MAPPINGS) -> None:
         self._starts: list[int] = []
         self._maps: list[Mapping] = []
+        self._dss = DssMap(max_entries)
 
     def __len__(self) -> int:
         return len(self._maps)
@@ -145,6 +174,9 @@ class TxMappingTable:
         """Append a mapping; it must start where the previous one ended."""
         if self._maps and m.ssn != self._maps[-1].end_ssn:
             raise ValueError(f"mapping at ssn {m.ssn} does not follow {self._maps[-1].end_ssn}")
+        if m.length:
+            # MappingTableFull / ValueError (a typed error) leave the table as it was
+            self._dss.add(m.ssn & MASK32, m.dsn & MASK64, m.length)
         self._starts.append(m.ssn)
         self._maps.append(m)
 
@@ -158,8 +190,17 @@ class TxMappingTable:
     def room(self, pos: int) -> int:
         """Octets from ``pos`` to the end of its mapping: a segment starting
         at ``pos`` must not be longer (one mapping per segment, §3.3.1)."""
-        m = self.find(pos)
-        return 0 if m is None else m.end_ssn - pos
+        if not self._maps or not self._maps[0].ssn <= pos < self._maps[-1].end_ssn:
+            return 0  # also keeps the 32-bit lookup within the table's span
+        hit = self._dss.lookup(pos & MASK32)
+        return 0 if hit is None else hit[1]
+
+    def dsn_of(self, pos: int) -> int | None:
+        """The DSN we mapped subflow position ``pos`` to (None: unmapped)."""
+        if not self._maps or not self._maps[0].ssn <= pos < self._maps[-1].end_ssn:
+            return None
+        hit = self._dss.lookup(pos & MASK32)
+        return None if hit is None else hit[0]
 
     def release(self, una: int) -> int:
         """Forget mappings the subflow has fully acknowledged (end <= una)."""
@@ -168,11 +209,17 @@ class TxMappingTable:
             self._maps.pop(0)
             self._starts.pop(0)
             n += 1
+        if n:
+            if self._maps:
+                self._dss.discard_before(self._maps[0].ssn & MASK32)
+            else:
+                self._dss.clear()
         return n
 
     def replace_last(self, m: Mapping) -> None:
         """Swap the last mapping (e.g. to fold a DATA_FIN into it)."""
-        if not self._maps or self._maps[-1].ssn != m.ssn or self._maps[-1].length != m.length:
+        if (not self._maps or self._maps[-1].ssn != m.ssn or self._maps[-1].length != m.length
+                or self._maps[-1].dsn != m.dsn):
             raise ValueError("replace_last must keep the mapping's range")
         self._maps[-1] = m
 

@@ -16,7 +16,9 @@ follows Linux (net/mptcp/protocol.c ``mptcp_subflow_get_send``):
   (ties: lowest id; a subflow with no RTT sample yet comes last).
 
 ``RoundRobin`` rotates over the same candidates; ``Redundant`` sends every
-chunk on all of them. Register more in ``SCHEDULERS``.
+chunk on all of them (``DataSender.redundant`` gives each subflow a copy);
+``HotStandby`` keeps everything on the primary subflow; ``LowestRtt`` only
+ever uses the lowest-RTT one. Register more in ``SCHEDULERS``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from typing import ClassVar, Protocol
 __all__ = [
     "STALE_LOSS_CNT",
     "SCHEDULERS",
+    "HotStandby",
+    "LowestRtt",
     "MinRtt",
     "Redundant",
     "RoundRobin",
@@ -148,11 +152,43 @@ class Redundant:
         return sorted((s for s in candidates(subflows) if s.space > 0), key=_rtt_key)
 
 
+class HotStandby:
+    """Hot standby (RFC 6897 A11 "backup"): all data on the primary -- the
+    oldest usable subflow of the preferred class -- the others stay open and
+    idle and take over when it fails (stale or closed)."""
+
+    name: ClassVar[str] = "backup"
+
+    def select(self, subflows: Sequence[SubflowState]) -> list[SubflowState]:
+        cands = candidates(subflows)
+        if not cands:
+            return []
+        primary = min(cands, key=lambda s: s.id)
+        return [primary] if primary.space > 0 else []
+
+
+class LowestRtt:
+    """Only the lowest-RTT healthy subflow carries data; when its window is
+    full we wait rather than spill onto a slower path (low latency and
+    jitter: RFC 6897 A8 "interactive")."""
+
+    name: ClassVar[str] = "lowrtt"
+
+    def select(self, subflows: Sequence[SubflowState]) -> list[SubflowState]:
+        cands = candidates(subflows)
+        if not cands:
+            return []
+        best = min(cands, key=_rtt_key)
+        return [best] if best.space > 0 else []
+
+
 SCHEDULERS: dict[str, type] = {
     "default": MinRtt,
     "minrtt": MinRtt,
     "roundrobin": RoundRobin,
     "redundant": Redundant,
+    "backup": HotStandby,
+    "lowrtt": LowestRtt,
 }
 
 

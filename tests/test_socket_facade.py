@@ -481,7 +481,11 @@ def test_virtual_mptcp_sockets_use_both_paths(monkeypatch: pytest.MonkeyPatch) -
                 assert len({s["local"].split(":")[0] for s in busy}) == 2, info["subflows"]
                 conn.close()
             # A plain TCP client of the same MPTCP listener: TCP, as with Linux.
-            with a.create_connection(("10.1.0.2", 7000), timeout=5) as plain:
+            plain = a.socket(ssock.AF_INET, ssock.SOCK_STREAM)
+            plain.setsockopt(ssock.IPPROTO_TCP, ssock.TCP_MULTIPATH_ENABLE, 0)  # RFC 6897 §5.3.1
+            plain.settimeout(5)
+            plain.connect(("10.1.0.2", 7000))
+            with plain:
                 conn, _ = ls.accept()
                 assert not hasattr(plain.connection, "mptcp_info")
                 plain.sendall(b"tcp")

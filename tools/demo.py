@@ -40,6 +40,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import stack  # noqa: E402
+import stack.socket as stack_socket  # noqa: E402
 from tools.topology import Topology, can_run  # noqa: E402
 
 IPPROTO_MPTCP = getattr(socket, "IPPROTO_MPTCP", 262)
@@ -252,6 +253,10 @@ def run_demo(args: argparse.Namespace) -> int:
             print(f"demo: the stack has no MPTCP sockets yet ({exc.strerror}): "
                   "MPTCP fallback to TCP", flush=True)
             sock = host.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if args.no_mptcp:
+            # RFC 6897 §5.3.1: the stack's local policy uses MPTCP for unbound
+            # sockets; an application turns it off before connect().
+            sock.setsockopt(socket.IPPROTO_TCP, stack_socket.TCP_MULTIPATH_ENABLE, 0)
         sock.settimeout(args.timeout)
         t0 = time.monotonic()
         deadline = t0 + args.timeout

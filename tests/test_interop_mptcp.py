@@ -10,7 +10,12 @@ SHA-256, each subflow carrying at least 1 MB; DSS checksums off and on, IPv4
 and IPv6; a path cut mid-transfer; plain-TCP kernel peers (fallback).
 
 The stack side drives the core directly under the host's lock (the socket
-facade's MPTCP support belongs to another issue).
+facade's MPTCP support is exercised by tests/test_nc_mptcp.py). The host
+records every packet it sends or receives (its `tap`) into a pcap; for the
+two-path runs in both roles (checksums off and on) and the fallback runs
+that trace must decode in tshark with `mptcp.analyze_mptcp` and
+`mptcp.analyze_mappings` on without malformed packets or error-level expert
+info, and tshark must tie the MPTCP packets to one MPTCP connection.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.mptcp_topology import tshark_problems  # noqa: E402
 from tools.topology import Topology, can_run, run  # noqa: E402
 
 pytestmark = [pytest.mark.root, pytest.mark.interop,
@@ -41,6 +47,35 @@ from stack.tcp.state import TcpState  # noqa: E402
 MB = 1_000_000
 PORT = 5301
 IPPROTO_MPTCP = getattr(socket, "IPPROTO_MPTCP", 262)
+
+
+class Recorder:
+    """The host's tap: every packet it sends or receives, into a pcap (raw IP;
+    super-segments whole, as the stack emits or the kernel hands them over)."""
+
+    def __init__(self, path: Path) -> None:
+        from stack.trace.pcap import PcapWriter
+
+        self.path = path
+        self.writer = PcapWriter(path)
+
+    def __call__(self, _direction: str, _iface: str, packet: Any, _gso: int) -> None:
+        self.writer.write(bytes(packet), time.time())
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def check(self, *, mptcp: bool) -> None:
+        """tshark decodes the trace cleanly (skipped without tshark)."""
+        self.close()
+        try:
+            bad, n, streams = tshark_problems(self.path)
+        except FileNotFoundError:
+            return
+        assert bad == "", bad[:3000]
+        assert self.writer.count > 0
+        if mptcp:
+            assert n > 0 and streams == {"0"}, (n, streams)
 
 
 def _addr(path: Any, family: int, kernel: bool) -> str:
@@ -223,14 +258,16 @@ def _check_two_subflows(info: dict[str, Any], family: int) -> None:
 
 @pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["v4", "v6"])
 @pytest.mark.parametrize("kernel_is_server", [True, False], ids=["kernel-server", "kernel-client"])
-def test_two_paths_20mb_each_way(kernel_is_server: bool, family: int) -> None:
+def test_two_paths_20mb_each_way(kernel_is_server: bool, family: int, tmp_path: Path) -> None:
+    rec = Recorder(tmp_path / "stack.pcap")
     with Topology(2) as topo:
         _kernel_pm(topo, server=kernel_is_server, family=family, csum=False)
-        with stack.Host.tun(*topo.stack_specs(), netns=topo.ns) as host:
+        with stack.Host.tun(*topo.stack_specs(), netns=topo.ns, tap=rec) as host:
             res = run_pair(topo, host, family=family, kernel_is_server=kernel_is_server,
                            size=20 * MB)
         nstat = topo.nstat()
     _check_two_subflows(res["info"], family)
+    rec.check(mptcp=True)
     assert res["kernel_mptcp"] is not False
     # the kernel saw a clean MPTCP connection: a join, no fallback, no resets
     assert nstat.get("MPTcpExtMPJoinAckRx", 0) + nstat.get("MPTcpExtMPJoinSynAckRx", 0) >= 1
@@ -241,16 +278,18 @@ def test_two_paths_20mb_each_way(kernel_is_server: bool, family: int) -> None:
 
 @pytest.mark.parametrize("kernel_is_server", [True, False], ids=["kernel-server", "kernel-client"])
 @pytest.mark.parametrize("who", ["kernel", "stack"], ids=["kernel-asks", "stack-asks"])
-def test_dss_checksums(kernel_is_server: bool, who: str) -> None:
+def test_dss_checksums(kernel_is_server: bool, who: str, tmp_path: Path) -> None:
+    rec = Recorder(tmp_path / "stack.pcap")
     with Topology(2) as topo:
         _kernel_pm(topo, server=kernel_is_server, family=socket.AF_INET, csum=who == "kernel")
         cfg = MptcpConfig(checksum=who == "stack", limits=PmLimits(join_from_local_addrs=False))
-        with stack.Host.tun(*topo.stack_specs(), netns=topo.ns) as host:
+        with stack.Host.tun(*topo.stack_specs(), netns=topo.ns, tap=rec) as host:
             res = run_pair(topo, host, family=socket.AF_INET, kernel_is_server=kernel_is_server,
                            size=20 * MB, cfg=cfg)
         nstat = topo.nstat()
     _check_two_subflows(res["info"], socket.AF_INET)
     assert res["info"]["checksum"] is True
+    rec.check(mptcp=True)
     assert nstat.get("MPTcpExtDataCsumErr", 0) == 0
 
 
@@ -286,11 +325,13 @@ def test_path_cut_mid_transfer() -> None:
 
 
 @pytest.mark.parametrize("kernel_is_server", [True, False], ids=["kernel-server", "kernel-client"])
-def test_plain_tcp_kernel_peer_falls_back(kernel_is_server: bool) -> None:
+def test_plain_tcp_kernel_peer_falls_back(kernel_is_server: bool, tmp_path: Path) -> None:
+    rec = Recorder(tmp_path / "stack.pcap")
     with Topology(2) as topo:
-        with stack.Host.tun(*topo.stack_specs(), netns=topo.ns) as host:
+        with stack.Host.tun(*topo.stack_specs(), netns=topo.ns, tap=rec) as host:
             res = run_pair(topo, host, family=socket.AF_INET, kernel_is_server=kernel_is_server,
                            size=20 * MB, kernel_mptcp=False)
+    rec.check(mptcp=False)
     assert res["kernel_mptcp"] is not True
     if kernel_is_server:
         assert res["info"]["mptcp"] is False
@@ -326,7 +367,7 @@ def test_rate_limited_paths_aggregate() -> None:
 
 
 @pytest.mark.parametrize("where", ["kernel-synack", "stack-after-syn"])
-def test_middlebox_strips_mptcp_options(where: str) -> None:
+def test_middlebox_strips_mptcp_options(where: str, tmp_path: Path) -> None:
     """nftables `reset tcp option mptcp`: on the kernel server's SYN/ACK, or on
     everything the stack client sends after its SYN; both ends fall back to
     TCP and the transfer is intact."""
@@ -342,10 +383,12 @@ def test_middlebox_strips_mptcp_options(where: str) -> None:
                   f"add rule inet mpsmb c {rule} reset tcp option mptcp"):
             run(["nft", c], ns=topo.ns)
         before = topo.nstat()
-        with stack.Host.tun(*topo.stack_specs(), netns=topo.ns) as host:
+        rec = Recorder(tmp_path / "stack.pcap")
+        with stack.Host.tun(*topo.stack_specs(), netns=topo.ns, tap=rec) as host:
             res = run_pair(topo, host, family=socket.AF_INET, kernel_is_server=True,
                            size=20 * MB)
         after = topo.nstat()
+    rec.check(mptcp=False)
     info = res["info"]
     assert info["mptcp"] is False
     want = "synack_without_mpc" if where == "kernel-synack" else "first_segment_without_dss"
@@ -355,3 +398,22 @@ def test_middlebox_strips_mptcp_options(where: str) -> None:
         "MPTcpExtMPCapableFallbackACK", 0)
     assert fb == 1
     assert res["kernel_mptcp"] is not True
+
+
+def test_trace_check_catches_a_malformed_packet(tmp_path: Path) -> None:
+    """The tshark check above can fail: a DSS option of impossible length."""
+    import struct
+
+    rec = Recorder(tmp_path / "bad.pcap")
+    opt = bytes([30, 5, 0x20, 0x01, 0x00]) + b"\x01\x01\x01"
+    tcp = struct.pack("!HHIIBBHHH", 1000, 2000, 1, 1, (20 + len(opt)) // 4 << 4, 0x10,
+                      1000, 0, 0) + opt
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0, 64, 6, 0,
+                     bytes([10, 1, 0, 1]), bytes([10, 1, 0, 2]))
+    rec("out", "tun0", ip + tcp, 0)
+    rec.close()
+    try:
+        bad, _, _ = tshark_problems(rec.path)
+    except FileNotFoundError:
+        pytest.skip("no tshark")
+    assert "frame 1" in bad and "Malformed" in bad

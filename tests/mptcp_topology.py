@@ -225,7 +225,30 @@ TSHARK_OPTS = ["-o", "mptcp.analyze_mptcp:TRUE", "-o", "mptcp.analyze_mappings:T
 EXPERT_ERROR = 0x800000  # _ws.expert.severity of PI_ERROR (PI_WARN is 0x600000)
 
 
-def tshark_problems(pcap: Any) -> tuple[str, int, set[str]]:
+def _payload_as_data(pcap: Any) -> list[str]:
+    """tshark options that show TCP payload as plain data: our payloads are
+    random bytes, which heuristic dissectors (Thrift, ...) or a dissector
+    registered for the port would otherwise "decode" into errors that say
+    nothing about MPTCP."""
+    import subprocess
+
+    heur = subprocess.run(["tshark", "-G", "heuristic-decodes"], capture_output=True,
+                          text=True, timeout=60).stdout
+    opts: list[str] = []
+    for line in heur.splitlines():
+        cols = line.split("\t")
+        if len(cols) >= 2 and cols[0] == "tcp":
+            opts += ["--disable-protocol", cols[1]]
+    ports = subprocess.run(["tshark", "-n", "-r", str(pcap), "-T", "fields", "-e",
+                            "tcp.srcport", "-e", "tcp.dstport", "-Y", "tcp.flags.syn == 1"],
+                           capture_output=True, text=True, timeout=600).stdout.split()
+    for port in sorted(set(ports)):
+        if port.isdigit():
+            opts += ["-d", f"tcp.port=={port},data"]
+    return opts
+
+
+def tshark_problems(pcap: Any) -> tuple[str, int, dict[str, int]]:
     """Decode ``pcap`` once with tshark's MPTCP analysis and mapping analysis
     on: the packets that are malformed or carry error-level expert info (one
     line each, empty when clean), the number of MPTCP packets, and the set of
@@ -236,7 +259,8 @@ def tshark_problems(pcap: Any) -> tuple[str, int, set[str]]:
 
     if shutil.which("tshark") is None:
         raise FileNotFoundError("tshark")
-    out = subprocess.run(["tshark", "-n", "-r", str(pcap), *TSHARK_OPTS, "-Y",
+    out = subprocess.run(["tshark", "-n", "-r", str(pcap), *TSHARK_OPTS,
+                          *_payload_as_data(pcap), "-Y",
                           "mptcp or _ws.malformed or _ws.expert", "-T", "fields",
                           "-E", "occurrence=a", "-E", "aggregator=,",
                           "-e", "frame.number", "-e", "mptcp.stream",
@@ -244,16 +268,17 @@ def tshark_problems(pcap: Any) -> tuple[str, int, set[str]]:
                           "-e", "_ws.expert.message"],
                          capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
-        return f"tshark failed: {out.stderr[:500]}", 0, set()
+        return f"tshark failed: {out.stderr[:500]}", 0, {}
     bad: list[str] = []
-    streams: set[str] = set()
+    streams: dict[str, int] = {}
     n = 0
     for line in out.stdout.splitlines():
         cols = (line.split("\t") + [""] * 5)[:5]
         frame, stream, sev, malformed, msg = cols
         if stream:
             n += 1
-            streams.update(stream.split(","))
+            for one in set(stream.split(",")):
+                streams[one] = streams.get(one, 0) + 1
         if malformed or any(int(v) >= EXPERT_ERROR for v in sev.split(",") if v.isdigit()):
             bad.append(f"frame {frame}: {msg or 'malformed'}")
     return "\n".join(bad), n, streams

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tls_cert import self_signed_certificate
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # tools/, after the package
 
@@ -186,17 +187,7 @@ def test_virtual_drain_waits_for_a_slow_reader(vhosts: tuple[Any, Any]) -> None:
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """A self-signed certificate for the test addresses (openssl)."""
-    import subprocess
-
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = str(d / "cert.pem"), str(d / "key.pem")
-    proc = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-                           "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=mpstack",
-                           "-addext", f"subjectAltName=IP:{K4},IP:{S4}"],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"openssl cannot make a certificate: {proc.stderr.strip()[:200]}")
-    return cert, key
+    return self_signed_certificate(tmp_path_factory.mktemp("tls"), K4, S4)
 
 
 def test_virtual_tls_server_and_client(vhosts: tuple[Any, Any],

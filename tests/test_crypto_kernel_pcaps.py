@@ -8,7 +8,6 @@ keys must equal what `stack.mptcp.crypto` derives (RFC 8684 §3.1-§3.4).
 
 from __future__ import annotations
 
-import struct
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from stack.mptcp.crypto import (
     key_token_v0,
     key_token_v1,
 )
+from stack.trace.pcap import ip_payload, open_capture
 from stack.wire.ip import parse_ip
 from stack.wire.mptcp import AddAddr, Dss, MpCapable, MpJoin
 from stack.wire.tcp import SYN, TcpHeader
@@ -36,33 +36,13 @@ V0_TRACE = SHARED / "external" / "tcpdump_mptcp-v0.pcap"
 
 
 def _read_ip_packets(path: Path) -> list[bytes]:
-    """IP packets of a capture, via stack.trace.pcap (or a tiny local reader)."""
-    try:
-        from stack.trace.pcap import ip_payload, open_capture
-    except ImportError:  # pragma: no cover - the trace module is another engineer's
-        return _fallback_read(path)
+    """IP packets of a capture (stack.trace.pcap)."""
     out = []
     with open_capture(path) as cap:
         for pkt in cap:
             ip = ip_payload(pkt)
             if ip is not None:
                 out.append(ip)
-    return out
-
-
-def _fallback_read(path: Path) -> list[bytes]:  # pragma: no cover
-    """Classic little-endian pcap, link types raw (101) and SLL2 (276) only."""
-    data = path.read_bytes()
-    linktype = struct.unpack_from("<I", data, 20)[0]
-    off, out = 24, []
-    while off + 16 <= len(data):
-        incl = struct.unpack_from("<I", data, off + 8)[0]
-        frame = data[off + 16 : off + 16 + incl]
-        off += 16 + incl
-        if linktype == 276 and frame[:2] in (b"\x08\x00", b"\x86\xdd"):
-            out.append(frame[20:])
-        elif linktype == 101:
-            out.append(frame)
     return out
 
 

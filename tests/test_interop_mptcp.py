@@ -75,7 +75,7 @@ class Recorder:
         assert bad == "", bad[:3000]
         assert self.writer.count > 0
         if mptcp:
-            assert n > 0 and streams == {"0"}, (n, streams)
+            assert n > 0 and set(streams) == {"0"}, (n, streams)
 
 
 def _addr(path: Any, family: int, kernel: bool) -> str:

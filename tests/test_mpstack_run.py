@@ -12,6 +12,7 @@ assumes either.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import os
@@ -22,9 +23,11 @@ import sys
 import textwrap
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tls_cert import self_signed_certificate
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(ROOT))  # tools/, after the package
@@ -107,7 +110,8 @@ def topo():
 
 
 def iface_args(topo: Topology) -> list[str]:
-    return ["--iface", topo.path.spec(), "--netns", topo.ns]
+    """`mpstack run` options for every TUN path of ``topo`` and its namespace."""
+    return [a for p in topo.paths for a in ("--iface", p.spec())] + ["--netns", topo.ns]
 
 
 def wait_for_port(topo: Topology, addr: str, port: int, proc: subprocess.Popen[str],
@@ -129,6 +133,31 @@ def wait_for_port(topo: Topology, addr: str, port: int, proc: subprocess.Popen[s
     raise AssertionError(f"nothing listening on {addr} port {port}")
 
 
+@contextlib.contextmanager
+def stack_server(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """`mpstack run ARGS` in the background (output piped), killed on the way
+    out of the ``with`` if it is still running (a failed test)."""
+    proc = subprocess.Popen([PY, "-m", "stack.cli", "run", *args], cwd=ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def stop_kernel(proc: subprocess.Popen[str]) -> str:
+    """SIGINT a kernel-side server (killed after 10 s); its stderr (the log)."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, log = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, log = proc.communicate()
+    return log
+
+
 @pytest.mark.root
 @pytest.mark.interop
 def test_http_server_on_the_stack_serves_a_kernel_client(topo: Topology, tmp_path: Path) -> None:
@@ -138,11 +167,8 @@ def test_http_server_on_the_stack_serves_a_kernel_client(topo: Topology, tmp_pat
     data = os.urandom(3 * 1024 * 1024)
     (tmp_path / "blob").write_bytes(data)
     port = next(_ports)
-    server = subprocess.Popen(
-        [PY, "-m", "stack.cli", "run", *iface_args(topo), "--", PY, "-m", "http.server",
-         "--bind", "::", str(port), "--directory", str(tmp_path)],
-        cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with stack_server(*iface_args(topo), "--", PY, "-m", "http.server",
+                      "--bind", "::", str(port), "--directory", str(tmp_path)) as server:
         wait_for_port(topo, S4, port, server)
         for url in (f"http://{S4}:{port}/blob", f"http://[fd00:1::2]:{port}/blob"):
             with topo.enter():
@@ -151,10 +177,6 @@ def test_http_server_on_the_stack_serves_a_kernel_client(topo: Topology, tmp_pat
             assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest(), url
         server.send_signal(signal.SIGINT)
         out, err = server.communicate(timeout=30)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
     assert server.returncode == 0, err
     assert f'{K4} - - ' in err and '"GET /blob HTTP/1.1" 200' in err  # the kernel client
     assert "fd00:1::1" in err
@@ -187,12 +209,7 @@ def test_urllib_download_from_a_kernel_server_and_exit_status(topo: Topology,
         proc = mpstack_run(*iface_args(topo), "--pcap", str(tmp_path / "run.pcap"), "--",
                            PY, "-c", program)
     finally:
-        kernel.send_signal(signal.SIGINT)
-        try:
-            _, kernel_log = kernel.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            kernel.kill()
-            _, kernel_log = kernel.communicate()
+        kernel_log = stop_kernel(kernel)
     assert proc.returncode == 3, proc.stderr
     assert proc.stdout.split() == [str(len(data)), hashlib.sha256(data).hexdigest()]
     assert f'{S4} - - ' in kernel_log and '"GET /blob HTTP/1.1" 200' in kernel_log
@@ -367,6 +384,14 @@ def topo2():
         yield t
 
 
+def kernel_endpoint(topo: Topology, kind: str) -> None:
+    """The kernel's only MPTCP endpoint: its path-2 address, ``kind``
+    "subflow" (a client joins from it) or "signal" (a server announces it)."""
+    topo.exec("ip", "mptcp", "endpoint", "flush")
+    topo.exec("ip", "mptcp", "endpoint", "add", str(topo.paths[1].kernel_v4.ip), "dev",
+              topo.paths[1].tun, kind)
+
+
 def tun_bytes(topo: Topology) -> list[int]:
     """Bytes through each TUN, both directions (the kernel's counters)."""
     import json
@@ -404,18 +429,11 @@ def test_two_paths_http_server_kernel_mptcp_client(topo2: Topology, tmp_path: Pa
     import http.client
 
     topo = topo2
-    topo.exec("ip", "mptcp", "endpoint", "flush")
-    topo.exec("ip", "mptcp", "endpoint", "add", str(topo.paths[1].kernel_v4.ip), "dev",
-              topo.paths[1].tun, "subflow")
+    kernel_endpoint(topo, "subflow")
     size = 8 * 1024 * 1024
     data = os.urandom(size)
     (tmp_path / "blob").write_bytes(data)
     port = next(_ports)
-    args = [a for p in topo.paths for a in ("--iface", p.spec())] + ["--netns", topo.ns]
-    server = subprocess.Popen(
-        [PY, "-m", "stack.cli", "run", *args, "--", PY, "-m", "http.server", "--bind", "::",
-         str(port), "--directory", str(tmp_path)],
-        cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     class MptcpConnection(http.client.HTTPConnection):
         def connect(self) -> None:
@@ -424,7 +442,8 @@ def test_two_paths_http_server_kernel_mptcp_client(topo2: Topology, tmp_path: Pa
             self.sock.settimeout(self.timeout)
             self.sock.connect((self.host, self.port))
 
-    try:
+    with stack_server(*iface_args(topo), "--", PY, "-m", "http.server",
+                      "--bind", "::", str(port), "--directory", str(tmp_path)) as server:
         wait_for_port(topo, S4, port, server)
         before, bytes_before = topo.nstat(), tun_bytes(topo)
         conn = MptcpConnection(S4, port, timeout=30)
@@ -435,10 +454,6 @@ def test_two_paths_http_server_kernel_mptcp_client(topo2: Topology, tmp_path: Pa
         check_paths(topo, before, bytes_before, size)
         server.send_signal(signal.SIGINT)
         _, err = server.communicate(timeout=30)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
     assert server.returncode == 0, err
 
 
@@ -468,16 +483,13 @@ def test_two_paths_urllib_download_from_kernel_mptcp_server(topo2: Topology,
     HTTP server that announces its second address (`signal` endpoint): 8 MB
     intact, exit status kept; with MPTCP negotiated, both paths carry data."""
     topo = topo2
-    topo.exec("ip", "mptcp", "endpoint", "flush")
-    topo.exec("ip", "mptcp", "endpoint", "add", str(topo.paths[1].kernel_v4.ip), "dev",
-              topo.paths[1].tun, "signal")
+    kernel_endpoint(topo, "signal")
     size = 8 * 1024 * 1024
     data = os.urandom(size)
     (tmp_path / "blob").write_bytes(data)
     port = next(_ports)
     kernel = topo.popen([PY, "-c", KERNEL_MPTCP_HTTP, str(port), str(tmp_path)],
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    args = [a for p in topo.paths for a in ("--iface", p.spec())] + ["--netns", topo.ns]
     program = textwrap.dedent(f"""
         import hashlib, sys, urllib.request
         body = urllib.request.urlopen("http://{K4}:{port}/blob", timeout=30).read()
@@ -487,17 +499,12 @@ def test_two_paths_urllib_download_from_kernel_mptcp_server(topo2: Topology,
     try:
         wait_for_port(topo, K4, port, kernel)
         before, bytes_before = topo.nstat(), tun_bytes(topo)
-        proc = mpstack_run(*args, "--", PY, "-c", program)
+        proc = mpstack_run(*iface_args(topo), "--", PY, "-c", program)
         assert proc.returncode == 5, proc.stderr
         assert proc.stdout.strip() == hashlib.sha256(data).hexdigest()
         check_paths(topo, before, bytes_before, size)
     finally:
-        kernel.send_signal(signal.SIGINT)
-        try:
-            kernel.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            kernel.kill()
-            kernel.communicate()
+        stop_kernel(kernel)
 
 
 # ------------------------------------------------------------------------ TLS
@@ -519,15 +526,7 @@ HTTPS_SERVER = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """A self-signed certificate for the kernel's and the stack's addresses."""
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = str(d / "cert.pem"), str(d / "key.pem")
-    proc = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-                           "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=mpstack",
-                           "-addext", f"subjectAltName=IP:{K4},IP:{S4}"],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"openssl cannot make a certificate: {proc.stderr.strip()[:200]}")
-    return cert, key
+    return self_signed_certificate(tmp_path_factory.mktemp("tls"), K4, S4)
 
 
 @pytest.mark.root
@@ -553,12 +552,7 @@ def test_https_download_from_kernel_server(topo: Topology, tmp_path: Path,
         wait_for_port(topo, K4, port, kernel)
         proc = mpstack_run(*iface_args(topo), "--", PY, "-c", program)
     finally:
-        kernel.send_signal(signal.SIGINT)
-        try:
-            _, log = kernel.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            kernel.kill()
-            _, log = kernel.communicate()
+        log = stop_kernel(kernel)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == hashlib.sha256(data).hexdigest()
     assert f'{S4} - - ' in log and '"GET /blob HTTP/1.1" 200' in log
@@ -577,11 +571,8 @@ def test_https_server_on_the_stack(topo: Topology, tmp_path: Path,
     data = os.urandom(2 * 1024 * 1024)
     (tmp_path / "blob").write_bytes(data)
     port = next(_ports)
-    server = subprocess.Popen(
-        [PY, "-m", "stack.cli", "run", *iface_args(topo), "--", PY, "-c", HTTPS_SERVER,
-         S4, str(port), str(tmp_path), cert, key],
-        cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with stack_server(*iface_args(topo), "--", PY, "-c", HTTPS_SERVER,
+                      S4, str(port), str(tmp_path), cert, key) as server:
         wait_for_port(topo, S4, port, server)
         ctx = ssl.create_default_context(cafile=cert)
         with topo.enter():
@@ -591,10 +582,6 @@ def test_https_server_on_the_stack(topo: Topology, tmp_path: Path,
         assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
         server.send_signal(signal.SIGINT)
         _, err = server.communicate(timeout=30)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
     assert server.returncode == 0, err
 
 

@@ -145,7 +145,12 @@ def check_pcap(pcap: Path, *, mptcp: bool) -> None:
         return  # no tshark here: the transfer checks still stand
     assert bad == "", bad[:2000]
     if mptcp:
-        assert n > 0 and streams == {"0"}, (n, streams)
+        # one MPTCP connection carried the transfer (in listen mode the
+        # kernel's attempts before nc listened are MPTCP SYNs answered by a
+        # RST: a stream of two packets each)
+        busy = [s for s, count in streams.items() if count > 10]
+        assert n > 0 and len(busy) == 1, (n, streams)
+        assert all(count <= 2 for s, count in streams.items() if s not in busy), streams
 
 
 def check_mptcp_stats(stats: dict[str, Any], *, sent: int, received: int) -> None:

@@ -88,6 +88,40 @@ class _Ready:
             self.fd = -1
 
 
+def socket_makefile(sock: Any, mode: str, buffering: int | None, encoding: str | None,
+                    errors: str | None, newline: str | None) -> Any:
+    """`socket.socket.makefile` for a socket-like ``sock`` (stdlib semantics,
+    same io classes): the stdlib's `SocketIO` over ``sock``, which must count
+    its open files in ``_io_refs`` and define ``_decref_socketios``, as the
+    stdlib socket does. Shared by `Socket` and `stack.api.tls.TlsSocket`."""
+    if not set(mode) <= {"r", "w", "b"}:
+        raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
+    writing = "w" in mode
+    reading = "r" in mode or not writing
+    binary = "b" in mode
+    rawmode = ("r" if reading else "") + ("w" if writing else "")
+    raw = _std.SocketIO(sock, rawmode)
+    sock._io_refs += 1
+    if buffering is None or buffering < 0:
+        buffering = io.DEFAULT_BUFFER_SIZE
+    if buffering == 0:
+        if not binary:
+            raise ValueError("unbuffered streams must be binary")
+        return raw
+    buffer: io.BufferedIOBase
+    if reading and writing:
+        buffer = io.BufferedRWPair(raw, raw, buffering)
+    elif reading:
+        buffer = io.BufferedReader(raw, buffering)
+    else:
+        buffer = io.BufferedWriter(raw, buffering)
+    if binary:
+        return buffer
+    text = io.TextIOWrapper(buffer, encoding, errors, newline)
+    text.mode = mode  # type: ignore[misc]
+    return text
+
+
 class _TcpSocket:
     """The BSD-style TCP socket; `Socket` adds the RFC 6897 API to it."""
 
@@ -678,35 +712,7 @@ class _TcpSocket:
                  encoding: str | None = None, errors: str | None = None,
                  newline: str | None = None) -> Any:
         """As `socket.socket.makefile` (stdlib semantics, same io classes)."""
-        if not set(mode) <= {"r", "w", "b"}:
-            raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
-        writing = "w" in mode
-        reading = "r" in mode or not writing
-        assert reading or writing
-        binary = "b" in mode
-        rawmode = ("r" if reading else "") + ("w" if writing else "")
-        raw = _std.SocketIO(self, rawmode)  # type: ignore[arg-type]
-        self._io_refs += 1
-        if buffering is None:
-            buffering = -1
-        if buffering < 0:
-            buffering = io.DEFAULT_BUFFER_SIZE
-        if buffering == 0:
-            if not binary:
-                raise ValueError("unbuffered streams must be binary")
-            return raw
-        buffer: io.BufferedIOBase
-        if reading and writing:
-            buffer = io.BufferedRWPair(raw, raw, buffering)
-        elif reading:
-            buffer = io.BufferedReader(raw, buffering)
-        else:
-            buffer = io.BufferedWriter(raw, buffering)
-        if binary:
-            return buffer
-        text = io.TextIOWrapper(buffer, encoding, errors, newline)
-        text.mode = mode  # type: ignore[misc]
-        return text
+        return socket_makefile(self, mode, buffering, encoding, errors, newline)
 
     def _decref_socketios(self) -> None:
         with self._lock:

@@ -18,12 +18,12 @@ non-blocking mode `SSLWantReadError`/`SSLWantWriteError` as with the kernel);
 
 from __future__ import annotations
 
-import io
-import socket as _std
 import ssl
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from stack.api.socket import socket_makefile
 
 _CHUNK = 256 * 1024
 T = TypeVar("T")
@@ -292,30 +292,7 @@ class TlsSocket:
                  encoding: str | None = None, errors: str | None = None,
                  newline: str | None = None) -> Any:
         """As `socket.socket.makefile` (the stdlib's SocketIO over this object)."""
-        if not set(mode) <= {"r", "w", "b"}:
-            raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
-        writing = "w" in mode
-        reading = "r" in mode or not writing
-        raw = _std.SocketIO(self, ("r" if reading else "") + ("w" if writing else ""))  # type: ignore[arg-type]
-        self._io_refs += 1
-        if buffering is None or buffering < 0:
-            buffering = io.DEFAULT_BUFFER_SIZE
-        if buffering == 0:
-            if "b" not in mode:
-                raise ValueError("unbuffered streams must be binary")
-            return raw
-        buffer: io.BufferedIOBase
-        if reading and writing:
-            buffer = io.BufferedRWPair(raw, raw, buffering)
-        elif reading:
-            buffer = io.BufferedReader(raw, buffering)
-        else:
-            buffer = io.BufferedWriter(raw, buffering)
-        if "b" in mode:
-            return buffer
-        text = io.TextIOWrapper(buffer, encoding, errors, newline)
-        text.mode = mode  # type: ignore[misc]
-        return text
+        return socket_makefile(self, mode, buffering, encoding, errors, newline)
 
     def _decref_socketios(self) -> None:
         if self._io_refs > 0:

@@ -38,24 +38,23 @@ Nonce = int | bytes
 Payload = bytes | bytearray | memoryview | Sequence[bytes | bytearray | memoryview]
 
 
+def _fixed(v: int | bytes, size: int, what: str) -> bytes:
+    """``v`` as ``size`` big-endian bytes (an int or already ``size`` bytes)."""
+    if isinstance(v, bytes | bytearray):
+        if len(v) != size:
+            raise ValueError(f"{what} must be {size} bytes, got {len(v)}")
+        return bytes(v)
+    if not 0 <= v < 1 << (8 * size):
+        raise ValueError(f"{what} {v} does not fit in {8 * size} bits")
+    return v.to_bytes(size, "big")
+
+
 def _key(k: Key) -> bytes:
-    if isinstance(k, bytes | bytearray):
-        if len(k) != 8:
-            raise ValueError(f"MPTCP key must be 8 bytes, got {len(k)}")
-        return bytes(k)
-    if not 0 <= k <= 0xFFFFFFFFFFFFFFFF:
-        raise ValueError(f"MPTCP key {k} does not fit in 64 bits")
-    return k.to_bytes(8, "big")
+    return _fixed(k, 8, "MPTCP key")
 
 
 def _nonce(n: Nonce) -> bytes:
-    if isinstance(n, bytes | bytearray):
-        if len(n) != 4:
-            raise ValueError(f"MP_JOIN nonce must be 4 bytes, got {len(n)}")
-        return bytes(n)
-    if not 0 <= n <= 0xFFFFFFFF:
-        raise ValueError(f"MP_JOIN nonce {n} does not fit in 32 bits")
-    return n.to_bytes(4, "big")
+    return _fixed(n, 4, "MP_JOIN nonce")
 
 
 def _digest(version: int) -> str:

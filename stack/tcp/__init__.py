@@ -29,12 +29,5 @@ __all__ = [
     "TcpSegment",
     "TcpState",
     "TcpStats",
-    "FIN",
-    "SYN",
-    "RST",
-    "PSH",
-    "ACK",
-    "URG",
-    "ECE",
-    "CWR",
+    "FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR",
 ]

@@ -7,37 +7,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# RFC 9293 §3.1 control bits (and RFC 3168 ECE/CWR) and their tcpdump letters
+# are defined once, in the wire codec (stack/tcp may import stack/wire).
+from stack.wire.tcp import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, flags_str
+
+# Re-exported: callers take the flags from here (docs/INTERFACES.md).
 __all__ = [
-    "FIN",
-    "SYN",
-    "RST",
-    "PSH",
-    "ACK",
-    "URG",
-    "ECE",
-    "CWR",
+    "FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR",
     "TcpSegment",
     "flags_str",
     "options_length",
 ]
-
-# RFC 9293 §3.1 control bits (and RFC 3168 ECE/CWR).
-FIN = 0x01
-SYN = 0x02
-RST = 0x04
-PSH = 0x08
-ACK = 0x10
-URG = 0x20
-ECE = 0x40
-CWR = 0x80
-
-_FLAG_NAMES = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, "."), (URG, "U"),
-               (ECE, "E"), (CWR, "W"))
-
-
-def flags_str(flags: int) -> str:
-    """tcpdump-style flag string, e.g. ``S.`` for SYN+ACK."""
-    return "".join(name for bit, name in _FLAG_NAMES if flags & bit) or "none"
 
 
 @dataclass(slots=True)

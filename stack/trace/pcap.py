@@ -20,7 +20,6 @@ record before it was yielded; iteration cannot continue past it.
 
 from __future__ import annotations
 
-import math
 import os
 import struct
 from collections.abc import Iterator
@@ -39,6 +38,7 @@ from stack.trace.record import (
     LINKTYPE_RAW,
     CapturedPacket,
     CaptureError,
+    split_timestamp,
 )
 
 __all__ = [
@@ -185,16 +185,6 @@ def open_capture(source: Source) -> CaptureReader:
             f.close()
         raise
     return CaptureReader(reader, f, own)
-
-
-def split_timestamp(timestamp: float, units: int) -> tuple[int, int]:
-    """Seconds and fraction (in 1/units s) of a float time stamp, rounded to
-    the nearest unit without the error of scaling the whole value."""
-    sec = math.floor(timestamp)
-    frac = round((timestamp - sec) * units)
-    if frac >= units:
-        sec, frac = sec + 1, frac - units
-    return sec, frac
 
 
 class PcapWriter:

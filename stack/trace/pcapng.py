@@ -9,13 +9,12 @@ are skipped. Streaming: one block is read at a time.
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from stack.trace.record import CapturedPacket, CaptureError
+from stack.trace.record import CapturedPacket, CaptureError, split_timestamp
 
 BT_SHB = 0x0A0D0D0A
 BT_IDB = 0x00000001
@@ -245,8 +244,8 @@ class PcapngWriter:
             data = data[:snaplen]
         if timestamp_ns is None:
             units = 10**9 if nano else 10**6
-            sec = math.floor(timestamp)
-            ticks = sec * units + round((timestamp - sec) * units)
+            sec, frac = split_timestamp(timestamp, units)
+            ticks = sec * units + frac
         else:
             ticks = timestamp_ns if nano else timestamp_ns // 1000
         body = struct.pack("<5I", interface, ticks >> 32, ticks & 0xFFFFFFFF,

@@ -1,5 +1,5 @@
 """Types shared by the capture readers and writers: the packet record, the
-error type and the link-layer type numbers.
+error type, the link-layer type numbers and the writers' time-stamp split.
 
 Link-layer type numbers are those of the tcpdump.org LINKTYPE registry
 (draft-ietf-opsawg-pcaplinktype), which pcap and pcapng files both carry.
@@ -7,6 +7,7 @@ Link-layer type numbers are those of the tcpdump.org LINKTYPE registry
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from stack.wire.errors import WireError
@@ -74,3 +75,13 @@ class CapturedPacket:
     def truncated(self) -> bool:
         """True when the snap length cut this frame short."""
         return len(self.data) < self.orig_len
+
+
+def split_timestamp(timestamp: float, units: int) -> tuple[int, int]:
+    """Seconds and fraction (in 1/units s) of a float time stamp, rounded to
+    the nearest unit without the error of scaling the whole value."""
+    sec = math.floor(timestamp)
+    frac = round((timestamp - sec) * units)
+    if frac >= units:
+        sec, frac = sec + 1, frac - units
+    return sec, frac

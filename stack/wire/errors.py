@@ -16,7 +16,9 @@ Both derive from `WireError`, itself a `ValueError`, so callers that only want
 
 from __future__ import annotations
 
-__all__ = ["IntegrityError", "SanityError", "WireError"]
+from typing import Any
+
+__all__ = ["IntegrityError", "SanityError", "WireError", "check_uint"]
 
 
 class WireError(ValueError):
@@ -29,3 +31,11 @@ class IntegrityError(WireError):
 
 class SanityError(WireError):
     """Field values or flag combinations that no valid sender produces."""
+
+
+def check_uint(value: Any, bits: int, name: str) -> int:
+    """`value` when it is an int (not a bool) that fits in `bits` unsigned
+    bits; else `SanityError`. The field check of every emit in `stack.wire`."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < (1 << bits):
+        raise SanityError(f"{name}={value!r} does not fit in {bits} bits")
+    return value

@@ -14,6 +14,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 from .checksum import internet_checksum
 from .errors import IntegrityError, SanityError
+from .errors import check_uint as _u
 
 __all__ = [
     "IPV6_EXT_HEADERS",
@@ -37,12 +38,6 @@ IPV6_EXT_HEADERS = _GENERIC_EXT | {_FRAGMENT, _AH}
 
 _V4 = struct.Struct("!BBHHHBBH4s4s")
 _V6 = struct.Struct("!IHBB16s16s")
-
-
-def _u(value: int, bits: int, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < (1 << bits):
-        raise SanityError(f"{name}={value!r} does not fit in {bits} bits")
-    return value
 
 
 @dataclass(slots=True)

@@ -61,6 +61,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Any, ClassVar
 
 from .errors import IntegrityError, SanityError
+from .errors import check_uint as _u
 
 __all__ = [
     "ADD_ADDR",
@@ -149,13 +150,6 @@ TCPRST_REASONS = {
     5: "unacceptable performance",
     6: "middlebox interference",
 }
-
-
-def _u(value: Any, bits: int, name: str) -> int:
-    """Check that `value` is an int fitting in `bits` bits (for emit)."""
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < (1 << bits):
-        raise SanityError(f"{name}={value!r} does not fit in {bits} bits")
-    return value
 
 
 def _hdr(subtype: int, length: int, nibble: int) -> bytes:
@@ -571,6 +565,19 @@ class MpPrio:
         return _hdr(MP_PRIO, 4, nibble) + bytes((_u(self.addr_id, 8, "addr_id"),))
 
 
+def _emit_r12_u64(subtype: int, reserved: int, value: int, name: str) -> bytes:
+    """The 12-byte layout shared by MP_FAIL and MP_FASTCLOSE: 12 reserved bits
+    after the subtype, then a 64-bit value (RFC 8684 §3.7, §3.5)."""
+    r = _u(reserved, 12, "reserved")
+    return _hdr(subtype, 12, r >> 8) + bytes((r & 0xFF,)) + _u(value, 64, name).to_bytes(8, "big")
+
+
+def _parse_r12_u64(d: bytes, name: str) -> tuple[int, int]:
+    """``(value, reserved)`` of an MP_FAIL or MP_FASTCLOSE option."""
+    _parse_fixed(d, 12, name)
+    return int.from_bytes(d[4:12], "big"), ((d[2] & 0x0F) << 8) | d[3]
+
+
 @dataclass(slots=True)
 class MpFail:
     """MP_FAIL (RFC 8684 §3.7): 64-bit DSN of the failed mapping."""
@@ -581,10 +588,7 @@ class MpFail:
     subtype: ClassVar[int] = MP_FAIL
 
     def emit(self) -> bytes:
-        r = _u(self.reserved, 12, "reserved")
-        return _hdr(MP_FAIL, 12, r >> 8) + bytes((r & 0xFF,)) + _u(
-            self.dsn, 64, "dsn"
-        ).to_bytes(8, "big")
+        return _emit_r12_u64(MP_FAIL, self.reserved, self.dsn, "dsn")
 
 
 @dataclass(slots=True)
@@ -597,10 +601,7 @@ class MpFastclose:
     subtype: ClassVar[int] = MP_FASTCLOSE
 
     def emit(self) -> bytes:
-        r = _u(self.reserved, 12, "reserved")
-        return _hdr(MP_FASTCLOSE, 12, r >> 8) + bytes((r & 0xFF,)) + _u(
-            self.receiver_key, 64, "receiver_key"
-        ).to_bytes(8, "big")
+        return _emit_r12_u64(MP_FASTCLOSE, self.reserved, self.receiver_key, "receiver_key")
 
 
 @dataclass(slots=True)
@@ -690,11 +691,9 @@ def parse_mptcp(
             raise IntegrityError(f"MP_PRIO length {len(d)} is not 3 or 4")
         return MpPrio(bool(d[2] & 1), d[3] if len(d) == 4 else None, d[2] & 0x0E)
     if st == MP_FAIL:
-        _parse_fixed(d, 12, "MP_FAIL")
-        return MpFail(int.from_bytes(d[4:12], "big"), ((d[2] & 0x0F) << 8) | d[3])
+        return MpFail(*_parse_r12_u64(d, "MP_FAIL"))
     if st == MP_FASTCLOSE:
-        _parse_fixed(d, 12, "MP_FASTCLOSE")
-        return MpFastclose(int.from_bytes(d[4:12], "big"), ((d[2] & 0x0F) << 8) | d[3])
+        return MpFastclose(*_parse_r12_u64(d, "MP_FASTCLOSE"))
     if st == MP_TCPRST:
         _parse_fixed(d, 4, "MP_TCPRST")
         return MpTcpRst(d[2] & 0x0F, d[3])

@@ -16,6 +16,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from .checksum import internet_checksum, pseudo_sum_v4, pseudo_sum_v6, tcp_checksum
 from .errors import IntegrityError, SanityError
+from .errors import check_uint as _u
 from .mptcp import KIND_MPTCP, MptcpSuboption, parse_mptcp
 
 __all__ = [
@@ -78,12 +79,6 @@ _HDR = struct.Struct("!HHIIHHHH")
 def flags_str(flags: int) -> str:
     """tcpdump-style flag letters, e.g. "S." for SYN/ACK."""
     return "".join(ch for bit, ch in _FLAG_LETTERS if flags & bit) or "none"
-
-
-def _u(value: object, bits: int, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < (1 << bits):
-        raise SanityError(f"{name}={value!r} does not fit in {bits} bits")
-    return value
 
 
 # ------------------------------------------------------------------- options

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import pytest
 from tcp_fixtures import IRS, ISS, cfg, established, feed, fire
 from test_host_core import SYN_SEG, assert_no_state, emitted, make_host
 from test_host_core import feed as host_feed
@@ -34,11 +33,6 @@ def test_syn_fin_to_listener_is_dropped_without_state() -> None:
     assert len(host.table) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="stack/host + stack/tcp TIME-WAIT: a new SYN with a "
-                   "newer timestamp (RFC 6191) or a higher sequence number gets the old "
-                   "connection's ACK instead of a SYN/ACK; the Linux client then sends RST, "
-                   "waits 1 s and retries. Linux (tcp_timewait_state_process -> TCP_TW_SYN) "
-                   "accepts it at once")
 def test_new_syn_in_time_wait_opens_a_new_connection() -> None:
     host = make_host()
     lst = host.listen("10.0.0.2", 80, 4)

@@ -26,6 +26,7 @@ from typing import Any
 from stack.tcp.config import TcpConfig
 from stack.tcp.connection import TcpConnection
 from stack.tcp.segment import ACK, FIN, RST, SYN, TcpSegment
+from stack.tcp.seq import seq_diff
 from stack.tcp.state import TcpState
 
 from .demux import ConnTable, Key
@@ -42,9 +43,11 @@ __all__ = ["HostCore"]
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _CLOSED = TcpState.CLOSED
 _SYN_RECEIVED = TcpState.SYN_RECEIVED
+_TIME_WAIT = TcpState.TIME_WAIT
 
 
 @dataclass(slots=True)
+
 class _Path:
     """Where a connection's packets go: egress interface, raw addresses, and
     the largest TCP payload of one wire packet on that interface."""
@@ -213,6 +216,13 @@ class HostCore:
         self.stats["received"] += 1
         seg = to_tcp_segment(p, packet)
         conn = self.table.conns.get((dst, p.dport, src, p.sport))
+        if conn is not None and conn.state is _TIME_WAIT and _reopens_time_wait(conn, seg):
+            # RFC 6191 (RFC 9293 §3.10.7.4 note, Linux TCP_TW_SYN): a new SYN
+            # that is provably newer than the old incarnation ends TIME-WAIT and
+            # is handled as a new connection attempt.
+            self.stats["time_wait_reopened"] += 1
+            self._forget(conn, self._paths[conn])
+            conn = None
         if conn is not None:
             conn.on_segment(seg, now)
             self._service(conn, now)
@@ -455,3 +465,15 @@ class HostCore:
         self.stats["sent"] += 1
         self._out.append((route.iface, frame))
 
+
+def _reopens_time_wait(conn: Any, seg: TcpSegment) -> bool:
+    """RFC 6191 §2: a bare SYN may reopen a 4-tuple in TIME-WAIT when its
+    timestamp is newer than TS.Recent (both sides use timestamps), or, without
+    timestamps, when its sequence number is above the old RCV.NXT."""
+    if seg.flags & (ACK | RST | FIN) or not seg.flags & SYN:
+        return False
+    if getattr(conn, "ts_enabled", False) and seg.ts is not None:
+        return seq_diff(seg.ts[0], conn.ts_recent) > 0
+    if seg.ts is not None or getattr(conn, "ts_enabled", False):
+        return False
+    return seq_diff(seg.seq, conn.rcv_nxt) > 0

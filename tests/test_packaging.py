@@ -82,7 +82,7 @@ def test_non_editable_wheel_builds_and_runs_on_its_own(tmp_path) -> None:
             "from stack.cli import main\n"
             "sys.exit(main(['trace', 'dump', '-c', '1', sys.argv[2]]))")
     run = subprocess.run([sys.executable, "-S", "-c", code, str(tmp_path / "site"), str(pcap)],
-                         capture_output=True, text=True, timeout=60,
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path,
                          env={"PYTHONPATH": str(tmp_path / "site")})
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("1 ") and "MP_CAPABLE" in run.stdout

@@ -451,7 +451,9 @@ def test_two_paths_http_server_kernel_mptcp_client(topo2: Topology, tmp_path: Pa
         got = conn.getresponse().read()
         conn.close()
         assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
-        check_paths(topo, before, bytes_before, size)
+        # issue 5: MPTCP is the default for wildcard-bound sockets, so both
+        # paths must carry data (plain TCP here would be a regression)
+        assert check_paths(topo, before, bytes_before, size) == "mptcp"
         server.send_signal(signal.SIGINT)
         _, err = server.communicate(timeout=30)
     assert server.returncode == 0, err
@@ -502,7 +504,7 @@ def test_two_paths_urllib_download_from_kernel_mptcp_server(topo2: Topology,
         proc = mpstack_run(*iface_args(topo), "--", PY, "-c", program)
         assert proc.returncode == 5, proc.stderr
         assert proc.stdout.strip() == hashlib.sha256(data).hexdigest()
-        check_paths(topo, before, bytes_before, size)
+        assert check_paths(topo, before, bytes_before, size) == "mptcp"  # both paths
     finally:
         stop_kernel(kernel)
 

@@ -57,6 +57,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 SMALL_TRANSFER = 100_000  # bytes (A9): below this one subflow is enough
 LOW_RATE = 1_000_000  # bit/s (A9): at most this, latency matters more than bandwidth
+LONG_EXCHANGE = 60.0  # s (A9): a longer exchange with no size or rate is interactive
 
 
 @dataclass
@@ -100,7 +101,8 @@ def apply_hints(st: MultipathSettings, *, size: int | None = None,
             st.hints[k] = v
     if size is not None and size < SMALL_TRANSFER:
         st.pm_mode = "never"
-    elif rate is not None and rate <= LOW_RATE:
+    elif (rate is not None and rate <= LOW_RATE) or (
+            rate is None and size is None and duration is not None and duration >= LONG_EXCHANGE):
         st.profile = "interactive"
         st.scheduler, st.pm_mode = "lowrtt", "immediate"
     elif size is not None or (rate is not None and rate > LOW_RATE):
@@ -534,10 +536,18 @@ def _leaving(sf: Any) -> bool:
 
 
 def subflow_info(sid: int, c: Any, *, join: bool, backup: bool, peer_backup: bool,
-                 established: bool, closed: bool, reason: str | None) -> dict[str, Any]:
+                 established: bool, closed: bool, reason: str | None,
+                 leaving: bool = False) -> dict[str, Any]:
+    """One subflow's A6 statistics; "state" is "connecting", "established",
+    "closing" (FIN sent or received, or being removed) or "closed" (gone,
+    or in TIME-WAIT: it carries no more data)."""
     st = c.stats
-    state = "closed" if closed or c.state is TcpState.CLOSED else (
-        "established" if established else "connecting")
+    if closed or c.state in (TcpState.CLOSED, TcpState.TIME_WAIT):
+        state = "closed"
+    elif leaving and established:
+        state = "closing"
+    else:
+        state = "established" if established else "connecting"
     return {
         "id": sid, "state": state, "tcp_state": c.state.value,
         "local": _ep(c.local), "remote": _ep(c.remote), "join": join,
@@ -567,7 +577,7 @@ def connection_info(conn: Any, *, scheduler: str | None = None,
         subs = [subflow_info(sf.id, sf.conn, join=sf.join, backup=bool(sf.backup),
                              peer_backup=bool(sf.peer_backup),
                              established=sf.established, closed=not sf.alive,
-                             reason=sf.close_reason)
+                             reason=sf.close_reason, leaving=_leaving(sf))
                 for sf in conn.subflows if sf.conn is not None]
         mptcp = not conn.fallen_back
         extra = {"fallback": conn.fallen_back, "fallback_reason": conn.fallback_reason,

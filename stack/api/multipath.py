@@ -137,6 +137,20 @@ def decode_pairs(data: bytes) -> list[tuple[tuple[str, int], tuple[str, int]]]:
     return [(recs[i], recs[i + 1]) for i in range(0, len(recs), 2)]
 
 
+def _check_int(name: str, v: Any) -> int:
+    """A plain int argument (bool excluded), else EINVAL."""
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise _einval(f"{name} must be an int, not {type(v).__name__}")
+    return v
+
+
+def _check_flag(name: str, v: Any) -> bool:
+    """A boolean argument: bool or int 0/1, else EINVAL."""
+    if isinstance(v, bool) or (isinstance(v, int) and v in (0, 1)):
+        return bool(v)
+    raise _einval(f"{name} takes True/False or 0/1, not {v!r}")
+
+
 def _norm_addresses(addrs: Any) -> list[tuple[IpAddr, int]]:
     """Typed-method input: [(addr, port) | addr | sockaddr tuple, ...]."""
     if isinstance(addrs, str | bytes) or not isinstance(addrs, Iterable):
@@ -376,6 +390,8 @@ class MultipathSocketMixin:
             value: Any = int(self.multipath_enabled())
         elif optname == TCP_MULTIPATH_CONNID:
             value = self.multipath_connid()
+            if buflen is not None and 0 < buflen < 4:  # the 32-bit token, never cut
+                raise _einval(f"CONNID needs 4 bytes, buffer of {buflen}")
         else:
             data = encode_pairs(self.multipath_subflows())
             if buflen is not None and buflen < len(data):
@@ -523,6 +539,7 @@ class MultipathSocketMixin:
 
     def multipath_close_subflow(self, subflow: int) -> None:
         """A7: close one subflow (by the id `multipath_info` shows)."""
+        _check_int("subflow", subflow)
         with self._lock:
             ctl = self._mp_ctl_required()
             ctl.close_subflow(subflow, self._now())
@@ -530,6 +547,7 @@ class MultipathSocketMixin:
 
     def multipath_set_subflow_count(self, n: int) -> int:
         """A7: ask for `n` subflows in all (opens on unused paths / closes extras)."""
+        _check_int("n", n)
         with self._lock:
             ctl = self._mp_ctl_required()
             got = ctl.set_count(n, self._now())
@@ -550,6 +568,8 @@ class MultipathSocketMixin:
 
     def multipath_set_backup(self, subflow: int, backup: bool = True) -> None:
         """A11: mark a subflow backup (sends MP_PRIO to the peer)."""
+        _check_int("subflow", subflow)
+        backup = _check_flag("backup", backup)
         with self._lock:
             ctl = self._mp_ctl_required()
             ctl.set_backup(subflow, backup, self._now())
@@ -603,8 +623,9 @@ class MultipathSocketMixin:
 
     def multipath_set_fate_sharing(self, on: bool) -> None:
         """A13: True: the connection closes when its initial subflow does."""
+        on = _check_flag("fate sharing", on)
         with self._lock:
-            self._mp().fate_sharing = bool(on)
+            self._mp().fate_sharing = on
             ctl = self._mpctl()
             if ctl is not None:
                 self._refresh()
@@ -637,6 +658,8 @@ class MultipathSocketMixin:
         thread with the host lock held: keep it short and never block in it
         (hand work to your own thread or loop, e.g. `loop.call_soon_threadsafe`).
         None removes every callback."""
+        if callback is not None and not callable(callback):
+            raise _einval(f"callback must be callable, not {type(callback).__name__}")
         with self._lock:
             if callback is None:
                 self.__dict__["_mp_callbacks"] = []

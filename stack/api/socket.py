@@ -592,6 +592,29 @@ class _TcpSocket:
     def detach(self) -> int:
         raise _err(errno.EOPNOTSUPP, "a userspace socket has no kernel descriptor")
 
+    def dup(self) -> _TcpSocket:
+        raise _err(errno.EOPNOTSUPP, "dup() of a userspace socket (no kernel descriptor)")
+
+    def get_inheritable(self) -> bool:
+        return False  # nothing a child process could inherit
+
+    def set_inheritable(self, inheritable: bool) -> None:
+        if inheritable:
+            raise _err(errno.EOPNOTSUPP, "a userspace socket cannot pass to a child process")
+
+    # A connected TCP socket: the address is the peer's / ignored, as the stdlib.
+    def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Address]:
+        data = self.recv(bufsize, flags)
+        return data, self.getpeername()
+
+    def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Address]:
+        n = self.recv_into(buffer, nbytes, flags)
+        return n, self.getpeername()
+
+    def sendto(self, data: Any, flags_or_address: Any, address: Any = None) -> int:
+        flags = 0 if address is None else flags_or_address
+        return self.send(data, flags)
+
     def __enter__(self) -> _TcpSocket:
         return self
 

@@ -32,6 +32,8 @@ from stack.mptcp.datarecv import DataReceiver, RxResult, SubflowReceiver
 from stack.mptcp.datasend import DataSender
 from stack.mptcp.dsn import dsn_add, dsn_diff
 from stack.mptcp.fallback import (
+    MP_FAIL_TIMEOUT,
+    RST_EMIDDLEBOX,
     Action,
     Context,
     Situation,
@@ -125,6 +127,10 @@ class MptcpConnection(AppApi):
         self.join_seen = False
         self.mp_fail_dsn: int | None = None
         self.mp_fail_sent = False
+        # kernel mptcp_mp_fail_no_response: reset the subflow when no MP_FAIL
+        # or infinite mapping answers ours within TCP_RTO_MAX (§3.7)
+        self.fail_deadline: float | None = None
+        self.fail_subflow: Subflow | None = None
         self.fail_reply: tuple[Subflow, int] | None = None  # MP_FAIL to answer
         self.stats: Counter[str] = Counter()
         self._next_id = 1
@@ -308,10 +314,19 @@ class MptcpConnection(AppApi):
             self.fail_reply = (sf, dsn)
             sf.conn.request_ack()
         elif d.action is Action.STOP_FAIL_TIMER:
+            self.fail_deadline = None
             self.fall_back("mp_fail")
+
+    def on_mp_fail_sent(self, sf: Subflow) -> None:
+        """Our MP_FAIL went out on ``sf``: start the response timer once."""
+        self.mp_fail_sent = True
+        if self.fail_deadline is None and not self.fallen_back:
+            self.fail_deadline = self.now + MP_FAIL_TIMEOUT
+            self.fail_subflow = sf
 
     def on_infinite_mapping(self, sf: Subflow) -> None:
         self.stats["infinite_mapping_rx"] += 1
+        self.fail_deadline = None  # the answer to our MP_FAIL (§3.7)
         if self.fallen_back:
             return
         d = decide(Situation.MAPPING_ERROR, replace(self._ctx(sf), map_data_len=0))
@@ -675,12 +690,16 @@ class MptcpConnection(AppApi):
             t = self.pm.next_deadline()
             if t is not None and (best is None or t < best):
                 best = t
+        if self.fail_deadline is not None and (best is None or self.fail_deadline < best):
+            best = self.fail_deadline
         return best
 
     def on_timer(self, now: float) -> None:
         self.now = now
         if self._rtx_deadline is not None and now >= self._rtx_deadline:
             self._data_rtx(now)
+        if self.fail_deadline is not None and now >= self.fail_deadline:
+            self._mp_fail_timeout()
         if self.ds.fin_timer(now):
             for sf in self.alive:
                 if sf.established:
@@ -689,6 +708,17 @@ class MptcpConnection(AppApi):
             rto = max((sf.conn.rtt.rto for sf in self.alive), default=1.0)
             self.pm.set_rto(rto)
             self._queue(self.pm.on_timer(now), None)
+
+    def _mp_fail_timeout(self) -> None:
+        """No answer to our MP_FAIL within MP_FAIL_TIMEOUT: RST the subflow
+        with MP_TCPRST EMIDDLEBOX (kernel mptcp_mp_fail_no_response)."""
+        self.fail_deadline = None
+        sf, self.fail_subflow = self.fail_subflow, None
+        if self.fallen_back or sf is None or not sf.alive:
+            return
+        d = decide(Situation.MP_FAIL_TIMEOUT, self._ctx(sf))
+        self.stats["mp_fail_timeout"] += 1
+        self.reset_subflow(sf, d.rst_reason or RST_EMIDDLEBOX, "MP_FAIL: no response")
 
     def __repr__(self) -> str:
         return (f"MptcpConnection(token={self.km.token:08x} {self.state.value} "

@@ -57,6 +57,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Subflow"]
 
+MAX_TCP_OPTIONS = 40  # RFC 9293 §3.1: data offset is at most 15 words
+
 Handshake = MpcClient | MpcServer | JoinInitiator | JoinResponder
 
 
@@ -200,6 +202,37 @@ class Subflow:
                 mp.reset_subflow(self, 1, "join: bad SYN/ACK HMAC")
 
     def write_options(self, conn: TcpConnection, seg: TcpSegment) -> tuple[bytes, ...]:
+        return self._fit(seg, self._write_options(conn, seg))
+
+    def _fit(self, seg: TcpSegment, opts: tuple[bytes, ...]) -> tuple[bytes, ...]:
+        """Keep the TCP options within 40 bytes (RFC 9293 §3.1). An IPv6
+        ADD_ADDR with port and HMAC (30 bytes) does not fit next to
+        timestamps: that pure ACK goes without timestamps, as Linux
+        (add_addr_v6_port_drop_ts); whatever still does not fit is dropped and
+        counted, never an exception out of the host."""
+        if not opts:
+            return opts
+        fixed = (4 if seg.mss is not None else 0) + (4 if seg.wscale is not None else 0)
+        fixed += 12 if seg.ts is not None else (4 if seg.sack_permitted else 0)
+        fixed += sum((len(o) + 3) & ~3 for o in seg.mptcp)
+        need = sum((len(o) + 3) & ~3 for o in opts)
+        if fixed + need <= MAX_TCP_OPTIONS:
+            return opts
+        if seg.ts is not None and not seg.flags & SYN:
+            seg.ts = None
+            self.mp.stats["ts_dropped_for_option"] += 1
+            fixed -= 12
+        kept: list[bytes] = []
+        for o in opts:
+            n = (len(o) + 3) & ~3
+            if fixed + n <= MAX_TCP_OPTIONS:
+                kept.append(o)
+                fixed += n
+            else:
+                self.mp.stats["option_tx_drop"] += 1
+        return tuple(kept)
+
+    def _write_options(self, conn: TcpConnection, seg: TcpSegment) -> tuple[bytes, ...]:
         mp = self.mp
         if mp.fallen_back:
             return ()
@@ -247,7 +280,7 @@ class Subflow:
             out.append(d.emit())
         if mp.mp_fail_dsn is not None and not plen:
             out.append(MpFail(mp.mp_fail_dsn).emit())
-            mp.mp_fail_sent = True
+            mp.on_mp_fail_sent(self)
         self.fourth_ack_due = False
         return tuple(out)
 

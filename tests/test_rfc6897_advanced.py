@@ -495,8 +495,14 @@ def test_kernel_peer_honours_mp_prio_and_remove_addr() -> None:
             before = {sf["id"]: sf["bytes_received"] for sf in c.multipath_info()["subflows"]}
             got += _read(c, 8_000_000)
             after = {sf["id"]: sf["bytes_received"] for sf in c.multipath_info()["subflows"]}
-            on_backup = sum(after[i] - before.get(i, 0) for i in joins)
-            assert on_backup < 0.05 * 8_000_000, (before, after)
+            # Linux still uses a backup subflow when no active one can take data
+            # (its send buffer full while this CPU-bound stack is slow to read),
+            # so compare shares: the joined subflows carried about half before
+            # MP_PRIO and must now carry a small fraction.
+            share_before = sum(before[i] for i in joins) / sum(before.values())
+            delta = {i: after[i] - before.get(i, 0) for i in after}
+            share_after = sum(delta[i] for i in joins) / sum(delta.values())
+            assert share_after < min(0.15, share_before / 3), (before, after)
             c.multipath_remove([str(p2.stack_v4.ip)])
             assert wait(lambda: all(loc[0] != str(p2.stack_v4.ip)
                                     for loc, _ in c.multipath_subflows()), 10)

@@ -14,16 +14,12 @@ import hashlib
 import itertools
 import os
 import socket
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 from tls_cert import self_signed_certificate
-
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # tools/, after the package
 
 import stack  # noqa: E402
 import stack.asyncio as sasyncio  # noqa: E402

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.append(str(ROOT))  # tools/, after the package
 
 from tools.topology import can_run  # noqa: E402
 

@@ -14,16 +14,12 @@ import errno
 import itertools
 import math
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # tools/, after the package
 
 import stack  # noqa: E402
 from stack.api.happy_eyeballs import (  # noqa: E402

@@ -23,17 +23,14 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from mptcp_topology import tshark_problems
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.mptcp_topology import tshark_problems  # noqa: E402
 from tools.topology import Topology, can_run, run  # noqa: E402
 
 pytestmark = [pytest.mark.root, pytest.mark.interop,

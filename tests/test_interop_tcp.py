@@ -11,15 +11,11 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # tools/, after the package
 
 from tools.topology import Topology, can_run  # noqa: E402
 

@@ -196,8 +196,9 @@ def test_kernel_accepts_our_ipv6_add_addr_with_port_without_timestamps(tmp_path)
 
     if can_run() is not None:
         pytest.skip(str(can_run()))
+    from test_interop_mptcp import PORT, Recorder, _kernel_pm, run_pair
+
     import stack
-    from tests.test_interop_mptcp import PORT, Recorder, _kernel_pm, run_pair
 
     rec = Recorder(tmp_path / "stack.pcap")
     with Topology(2) as topo:

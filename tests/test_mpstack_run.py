@@ -30,7 +30,6 @@ import pytest
 from tls_cert import self_signed_certificate
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.append(str(ROOT))  # tools/, after the package
 
 from tools.topology import Topology, can_run  # noqa: E402
 

@@ -22,8 +22,6 @@ from typing import Any
 
 import pytest
 
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # tools/, after the package
-
 from tools.topology import Topology, can_run  # noqa: E402
 
 pytestmark = [pytest.mark.root, pytest.mark.interop,

@@ -31,15 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mptcp_topology import tshark_problems
 
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # tools/, tests/
-
-from tools.topology import Topology, can_run  # noqa: E402
+from tools.topology import Topology, can_run
 
 pytestmark = [pytest.mark.root, pytest.mark.interop,
               pytest.mark.skipif(can_run() is not None, reason=str(can_run()))]
-
-from tests.mptcp_topology import tshark_problems  # noqa: E402
 
 NC = [sys.executable, "-m", "stack.cli", "nc"]
 ROOT = Path(__file__).resolve().parents[1]

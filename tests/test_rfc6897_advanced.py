@@ -406,10 +406,6 @@ def test_A14_events_from_asyncio() -> None:
 
 # ----------------------------------------------- against Linux (namespaces)
 def _kernel_topology():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tools.topology import Topology, can_run
 
     why = can_run()

@@ -21,8 +21,6 @@ from pathlib import Path
 
 import pytest
 
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # tools/, after the package
-
 import stack  # noqa: E402
 from stack import socket as ssock  # noqa: E402
 from stack.tcp.state import TcpState  # noqa: E402

@@ -14,13 +14,9 @@ import os
 import select
 import socket
 import struct
-import sys
 import time
-from pathlib import Path
 
 import pytest
-
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # tools/, after the package
 
 from tools.topology import Netns, Topology, can_run, unique_name  # noqa: E402
 from tun.device import IFF_NO_PI, IFF_PERSIST, IFF_TUN, IFF_VNET_HDR, TunDevice  # noqa: E402

@@ -36,7 +36,7 @@ from stack.mptcp.handshake import (
 )
 from stack.mptcp.mapping import Mapping
 from stack.mptcp.scheduler import StaleTracker
-from stack.tcp.segment import ACK, FIN, RST, SYN
+from stack.tcp.segment import ACK, FIN, RST, SYN, options_length
 from stack.tcp.seq import seq_gt
 from stack.wire.mptcp import (
     AddAddr,
@@ -212,9 +212,7 @@ class Subflow:
         counted, never an exception out of the host."""
         if not opts:
             return opts
-        fixed = (4 if seg.mss is not None else 0) + (4 if seg.wscale is not None else 0)
-        fixed += 12 if seg.ts is not None else (4 if seg.sack_permitted else 0)
-        fixed += sum((len(o) + 3) & ~3 for o in seg.mptcp)
+        fixed = options_length(seg, sack=False)
         need = sum((len(o) + 3) & ~3 for o in opts)
         if fixed + need <= MAX_TCP_OPTIONS:
             return opts

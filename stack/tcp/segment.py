@@ -76,9 +76,11 @@ class TcpSegment:
         return f"TcpSegment({' '.join(parts)})"
 
 
-def options_length(seg: TcpSegment) -> int:
+def options_length(seg: TcpSegment, *, sack: bool = True) -> int:
     """Bytes the options of ``seg`` take on the wire, padded to 32 bits, laid
-    out as Linux does (NOPs before wscale, timestamps and SACK)."""
+    out as Linux does (NOPs before wscale, timestamps and SACK). With
+    ``sack=False`` the SACK blocks are not counted (the host trims them to
+    whatever room the other options leave)."""
     n = 0
     if seg.mss is not None:
         n += 4
@@ -88,7 +90,7 @@ def options_length(seg: TcpSegment) -> int:
         n += 2 if seg.ts is not None else 4
     if seg.wscale is not None:
         n += 4
-    if seg.sack_blocks:
+    if sack and seg.sack_blocks:
         n += 4 + 8 * len(seg.sack_blocks)
     for opt in seg.mptcp:
         n += (len(opt) + 3) & ~3  # each padded to 32 bits
